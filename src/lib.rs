@@ -1,0 +1,4 @@
+//! nfs-hostchange: keep Dovecot's mailbox list index in local tmpfs and drop it
+//! whenever the user was served by another backend since.
+
+pub mod varexpand;
