@@ -1,0 +1,92 @@
+//! The user's LISTINDEX directory in tmpfs: opening (and creating) it one
+//! directory at a time without following symlinks, and dropping the list
+//! index files in it.
+
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::fcntl::{openat, OFlag, AT_FDCWD};
+use nix::sys::stat::{mkdirat, Mode};
+use nix::unistd::{unlinkat, UnlinkatFlags};
+
+use crate::mail_location::UserPaths;
+use crate::sys::{retry_eintr, Context, SysError};
+
+/// Mode of every directory this program creates.
+pub const DIR_MODE: u32 = 0o700;
+
+fn dir_flags() -> OFlag {
+    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC
+}
+
+/// Opens the directory `name` in `parent`, refusing symlinks.
+pub fn open_dir_at(parent: BorrowedFd<'_>, name: &OsStr, path: &Path) -> Result<OwnedFd, SysError> {
+    retry_eintr(|| openat(parent, name, dir_flags(), Mode::empty())).ctx("open", path)
+}
+
+/// Opens `name` in `parent`, creating it (mode 0700) when missing.
+fn open_or_make_at(parent: BorrowedFd<'_>, name: &OsStr, path: &Path) -> Result<OwnedFd, SysError> {
+    match retry_eintr(|| openat(parent, name, dir_flags(), Mode::empty())) {
+        Err(Errno::ENOENT) => {
+            match mkdirat(parent, name, Mode::from_bits_truncate(DIR_MODE)) {
+                Ok(()) | Err(Errno::EEXIST) => {}
+                Err(errno) => return Err(SysError::new("mkdir", path, errno)),
+            }
+            open_dir_at(parent, name, path)
+        }
+        other => other.ctx("open", path),
+    }
+}
+
+/// Opens the user's LISTINDEX directory, creating the root (mode 0700,
+/// but never its parent) and every directory below it that is missing.
+/// No symlink is followed at the root or below it.
+pub fn open_or_create(paths: &UserPaths) -> Result<OwnedFd, SysError> {
+    let root = &paths.listindex_root;
+    let mut dir = match root.parent() {
+        Some(parent) => {
+            let name = root.file_name().unwrap_or(OsStr::new("/"));
+            let parent_fd = retry_eintr(|| openat(AT_FDCWD, parent, dir_flags(), Mode::empty()))
+                .ctx("open", parent)?;
+            open_or_make_at(parent_fd.as_fd(), name, root)?
+        }
+        None => {
+            retry_eintr(|| openat(AT_FDCWD, root, dir_flags(), Mode::empty())).ctx("open", root)?
+        }
+    };
+    let mut path = root.clone();
+    for part in &paths.listindex_parts {
+        path.push(part);
+        dir = open_or_make_at(dir.as_fd(), part, &path)?;
+    }
+    Ok(dir)
+}
+
+/// Deletes every entry of `dir` whose name starts with `prefix`: the list
+/// index, its transaction logs and any temporary files Dovecot left. An
+/// entry that vanishes meanwhile is fine. Returns how many were deleted.
+/// Gives up at the first failure: the caller must then not trust the cache.
+pub fn drop_files(dir: BorrowedFd<'_>, dir_path: &Path, prefix: &OsStr) -> Result<usize, SysError> {
+    let mut listing =
+        nix::dir::Dir::openat(dir, ".", dir_flags(), Mode::empty()).ctx("open", dir_path)?;
+    let mut names = Vec::new();
+    for entry in listing.iter() {
+        let entry = entry.ctx("readdir", dir_path)?;
+        let name = entry.file_name().to_bytes();
+        if name.starts_with(prefix.as_bytes()) {
+            names.push(OsStr::from_bytes(name).to_os_string());
+        }
+    }
+    let mut dropped = 0;
+    for name in names {
+        match unlinkat(dir, name.as_os_str(), UnlinkatFlags::NoRemoveDir) {
+            Ok(()) => dropped += 1,
+            Err(Errno::ENOENT) => {}
+            Err(errno) => return Err(SysError::new("unlink", dir_path.join(&name), errno)),
+        }
+    }
+    Ok(dropped)
+}

@@ -1,0 +1,187 @@
+//! The per-user lock: an exclusive flock on LISTINDEX/.lasthost, the local
+//! host record itself. Logins wait for it a bounded time; the cleaner only
+//! tries it.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::fcntl::{openat, Flock, FlockArg, OFlag};
+use nix::sys::stat::{fstat, fstatat, futimens, Mode};
+use nix::sys::time::TimeSpec;
+use nix::unistd::ftruncate;
+
+use crate::mail_location::LASTHOST;
+use crate::sys::{retry_eintr, Context, SysError};
+
+/// The longest a login waits for another holder of the user's lock (a
+/// concurrent login of the same user, or the cleaner) before it gives up
+/// on the cache and goes on without it.
+pub const LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// How often the lock file may turn out to have been replaced or removed
+/// (by the cleaner) between opening and locking it before we give up.
+const LOCK_REOPEN_MAX: u32 = 20;
+
+/// The first and the longest pause between two tries of a held lock.
+const LOCK_POLL_FIRST: Duration = Duration::from_millis(1);
+const LOCK_POLL_MAX: Duration = Duration::from_millis(50);
+
+/// The largest local record read; a real one is under 200 bytes.
+const RECORD_MAX: u64 = 4096;
+
+/// Why the lock was not taken.
+#[derive(Debug)]
+pub enum LockError {
+    /// Someone else held it for the whole wait (or, when not waiting, now).
+    Busy,
+    /// A system call failed.
+    Sys(SysError),
+}
+
+impl std::fmt::Display for LockError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LockError::Busy => write!(f, "the user's lock is held by another process"),
+            LockError::Sys(e) => e.fmt(f),
+        }
+    }
+}
+
+impl From<SysError> for LockError {
+    fn from(e: SysError) -> Self {
+        LockError::Sys(e)
+    }
+}
+
+/// The user's lock, held until this value is dropped. Through it the local
+/// record is read and written; only the holder may do either.
+#[derive(Debug)]
+pub struct UserLock {
+    file: Flock<File>,
+    path: PathBuf,
+}
+
+/// Whether to wait for a held lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Wait up to [`LOCK_WAIT`].
+    Bounded,
+    /// Fail with [`LockError::Busy`] at once.
+    No,
+}
+
+impl UserLock {
+    /// Opens (creating it, mode 0600) and locks `dir/.lasthost`. After
+    /// locking, checks that the locked file is still the one at that path: a
+    /// cleaner may have removed it while we waited, and then we start over.
+    /// `dir_path` is `dir`'s path, for messages.
+    pub fn acquire(
+        dir: BorrowedFd<'_>,
+        dir_path: &Path,
+        wait: Wait,
+    ) -> Result<UserLock, LockError> {
+        let path = dir_path.join(LASTHOST);
+        let deadline = Instant::now() + LOCK_WAIT;
+        for _ in 0..LOCK_REOPEN_MAX {
+            let fd = retry_eintr(|| {
+                openat(
+                    dir,
+                    LASTHOST,
+                    OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    Mode::from_bits_truncate(0o600),
+                )
+            })
+            .ctx("open", &path)?;
+            let file = lock_until(File::from(fd), deadline, wait, &path)?;
+
+            // Verify: the path must still name the inode we locked.
+            let locked = fstat(file.as_fd()).ctx("fstat", &path)?;
+            match fstatat(dir, LASTHOST, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+                Ok(now) if now.st_ino == locked.st_ino && now.st_dev == locked.st_dev => {
+                    return Ok(UserLock { file, path });
+                }
+                Ok(_) | Err(Errno::ENOENT) => continue,
+                Err(errno) => return Err(SysError::new("stat", &path, errno).into()),
+            }
+        }
+        Err(LockError::Busy)
+    }
+
+    /// Reads the record. Locked: only the holder calls this.
+    pub fn read_record(&self) -> Result<Vec<u8>, SysError> {
+        let mut data = Vec::new();
+        let mut reader = (&*self.file).take(RECORD_MAX);
+        // The file offset is 0: the descriptor is fresh and writes use pwrite.
+        reader
+            .read_to_end(&mut data)
+            .map_err(|e| io_error("read", &self.path, e))?;
+        Ok(data)
+    }
+
+    /// Replaces the record's content (empty content means "no record").
+    /// A crash half-way leaves a truncated record, which never matches.
+    pub fn write_record(&self, data: &[u8]) -> Result<(), SysError> {
+        retry_eintr(|| ftruncate(self.file.as_fd(), 0)).ctx("ftruncate", &self.path)?;
+        self.file
+            .write_all_at(data, 0)
+            .map_err(|e| io_error("write", &self.path, e))
+    }
+
+    /// Sets the record's atime and mtime to now: the cleaner ages users by
+    /// the mtime, which only logins set.
+    pub fn touch(&self) -> Result<(), SysError> {
+        futimens(
+            self.file.as_fd(),
+            &TimeSpec::UTIME_NOW,
+            &TimeSpec::UTIME_NOW,
+        )
+        .ctx("futimens", &self.path)
+    }
+
+    /// The record's status (for its mtime).
+    pub fn stat(&self) -> Result<nix::sys::stat::FileStat, SysError> {
+        fstat(self.file.as_fd()).ctx("fstat", &self.path)
+    }
+
+    /// The record's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Takes the exclusive lock, polling while another process holds it.
+fn lock_until(
+    mut file: File,
+    deadline: Instant,
+    wait: Wait,
+    path: &Path,
+) -> Result<Flock<File>, LockError> {
+    let mut pause = LOCK_POLL_FIRST;
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(locked) => return Ok(locked),
+            Err((back, Errno::EINTR)) => file = back,
+            Err((back, Errno::EWOULDBLOCK)) => {
+                let now = Instant::now();
+                if wait == Wait::No || now >= deadline {
+                    return Err(LockError::Busy);
+                }
+                std::thread::sleep(pause.min(deadline - now));
+                pause = (pause * 2).min(LOCK_POLL_MAX);
+                file = back;
+            }
+            Err((_, errno)) => return Err(SysError::new("flock", path, errno).into()),
+        }
+    }
+}
+
+/// Converts a std I/O error from a call on `path` into a [`SysError`].
+pub fn io_error(op: &'static str, path: &Path, e: std::io::Error) -> SysError {
+    let errno = e.raw_os_error().map(Errno::from_raw).unwrap_or(Errno::EIO);
+    SysError::new(op, path, errno)
+}

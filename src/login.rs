@@ -1,0 +1,331 @@
+//! The login check (`postlogin`): drop the user's local list index when
+//! another backend served the user since this one last did.
+//!
+//! The steps follow the design's login algorithm. Every failure leads to
+//! the same place: the login goes on, and a list index that may be stale is
+//! dropped rather than kept (Dovecot rebuilds a missing one by itself).
+
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::ffi::OsStrExt;
+
+use nix::unistd::{geteuid, setfsgid, setfsuid, Gid, Uid};
+
+use crate::listindex;
+use crate::lock::{LockError, UserLock, Wait};
+use crate::log::Logger;
+use crate::mail_location::{self, PathError, UserPaths};
+use crate::nfs::{self, WriteError};
+use crate::record::Stamp;
+use crate::settings::{self, Settings, UserOverrides};
+use crate::varexpand::Vars;
+
+/// What the check did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The local list index is current and was kept.
+    Current,
+    /// The local list index was dropped (the user changed backend, this is
+    /// the first login here, or something failed and the cache was not
+    /// trusted).
+    Dropped,
+    /// Nothing was checked or touched (bad settings, a refused user name,
+    /// no identity to act as): the login goes on as if without this program.
+    Skipped,
+}
+
+/// The variables Dovecot passes to a post-login script (or a checkpassword
+/// program passes on): `USER` and the userdb fields.
+#[derive(Debug, Clone, Default)]
+pub struct LoginEnv {
+    /// `USER`.
+    pub user: Option<Vec<u8>>,
+    /// `HOME`.
+    pub home: Option<Vec<u8>>,
+    /// `UID`.
+    pub uid: Option<Vec<u8>>,
+    /// `GID`.
+    pub gid: Option<Vec<u8>>,
+    /// `LOCAL_IP`.
+    pub local_ip: Option<Vec<u8>>,
+    /// `IP`.
+    pub remote_ip: Option<Vec<u8>>,
+}
+
+impl LoginEnv {
+    /// Reads the variables from the environment; empty ones count as unset.
+    pub fn from_env() -> LoginEnv {
+        let get = |name: &str| {
+            std::env::var_os(name)
+                .filter(|v| !v.is_empty())
+                .map(|v| v.as_bytes().to_vec())
+        };
+        LoginEnv {
+            user: get("USER"),
+            home: get("HOME"),
+            uid: get("UID"),
+            gid: get("GID"),
+            local_ip: get("LOCAL_IP"),
+            remote_ip: get("IP"),
+        }
+    }
+}
+
+/// Runs the check for the user in the environment. `config` is the
+/// `--config` option. Never fails: what went wrong is logged, and the
+/// caller execs the next program whatever the outcome.
+pub fn check(config: Option<&OsStr>, log: &mut Logger) -> Outcome {
+    let env = LoginEnv::from_env();
+    let Some(user) = env.user.as_deref() else {
+        log.error(format_args!(
+            "USER is not set or empty: list index not checked"
+        ));
+        return Outcome::Skipped;
+    };
+    log.set_user(user);
+
+    // Settings: the file, then the userdb's overrides.
+    let (path, explicit) = settings::config_path(config);
+    let loaded = match settings::load(&path, explicit) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            log.error(format_args!("{e}: list index not checked"));
+            return Outcome::Skipped;
+        }
+    };
+    let mut settings = loaded.settings;
+    log.set_target(settings.log);
+    for warning in &loaded.warnings {
+        log.warning(format_args!("{warning}"));
+    }
+    if !loaded.errors.is_empty() {
+        for error in &loaded.errors {
+            log.error(format_args!("{error}: list index not checked"));
+        }
+        return Outcome::Skipped;
+    }
+    if let Some(message) = UserOverrides::from_env().apply(&mut settings) {
+        log.warning(format_args!("{message}"));
+    }
+    let Some(location) = settings.mail_location.as_deref() else {
+        log.error(format_args!(
+            "mail_location is not set in {} and the userdb gave no MAIL: list index not checked",
+            path.display()
+        ));
+        return Outcome::Skipped;
+    };
+
+    // Paths: INDEX on NFS, LISTINDEX in tmpfs.
+    let vars = Vars {
+        user,
+        home: env.home.as_deref(),
+        uid: env.uid.as_deref(),
+        gid: env.gid.as_deref(),
+        local_ip: env.local_ip.as_deref(),
+        remote_ip: env.remote_ip.as_deref(),
+    };
+    let paths = match mail_location::resolve(location, &vars) {
+        Ok(paths) => paths,
+        Err(e @ PathError::Refused(_)) => {
+            log.error(format_args!("{e}: nothing touched"));
+            return Outcome::Skipped;
+        }
+        Err(e) => {
+            log.error(format_args!("{e}: list index not checked"));
+            return Outcome::Skipped;
+        }
+    };
+
+    // Identity: files we create must belong to the user.
+    if let Err(message) = act_as_user(&env) {
+        log.error(format_args!("{message}: nothing touched"));
+        return Outcome::Skipped;
+    }
+
+    // The user's LISTINDEX directory and lock.
+    let dir = match listindex::open_or_create(&paths) {
+        Ok(dir) => dir,
+        Err(e) => {
+            log.error(format_args!("{e}: list index not checked"));
+            return Outcome::Skipped;
+        }
+    };
+    let lock = match UserLock::acquire(dir.as_fd(), &paths.listindex, Wait::Bounded) {
+        Ok(lock) => lock,
+        Err(LockError::Busy) => {
+            log.error(format_args!(
+                "{}: lock still held after {} s: dropping the list index without it",
+                paths.listindex.join(mail_location::LASTHOST).display(),
+                crate::lock::LOCK_WAIT.as_secs()
+            ));
+            drop_unlocked(dir.as_fd(), &paths, log);
+            return Outcome::Dropped;
+        }
+        Err(LockError::Sys(e)) => {
+            log.error(format_args!("{e}: dropping the list index"));
+            drop_unlocked(dir.as_fd(), &paths, log);
+            return Outcome::Dropped;
+        }
+    };
+    let outcome = check_locked(&lock, dir.as_fd(), &paths, &settings, log);
+
+    // Every login marks the record: the cleaner ages users by its mtime.
+    if let Err(e) = lock.touch() {
+        log.warning(format_args!("{e}"));
+    }
+    outcome
+}
+
+/// Steps 3 to 6 of the login algorithm. Locked: the caller holds the
+/// user's lock for the whole of it.
+fn check_locked(
+    lock: &UserLock,
+    dir: BorrowedFd<'_>,
+    paths: &UserPaths,
+    settings: &Settings,
+    log: &Logger,
+) -> Outcome {
+    // Step 3, migrating list indexes off NFS, is not part of this build:
+    // `nfs_hostchange_migration` is read but has no effect yet.
+
+    // The local record of what INDEX/.lasthost was.
+    let record = match lock.read_record() {
+        Ok(data) => match Stamp::decode(&data) {
+            Ok(record) => record,
+            Err(e) => {
+                log.warning(format_args!("{}: {e}", lock.path().display()));
+                None
+            }
+        },
+        Err(e) => {
+            log.warning(format_args!("{e}"));
+            None
+        }
+    };
+
+    // INDEX/.lasthost on NFS.
+    let current = match nfs::read_stamp(&paths.index) {
+        Ok(current) => current,
+        Err(e) => {
+            log.error(format_args!("{e}: dropping the list index"));
+            drop_locked(lock, dir, paths, log);
+            return Outcome::Dropped;
+        }
+    };
+    if let (Some(record), Some(current)) = (&record, &current) {
+        if record == current {
+            return Outcome::Current;
+        }
+    }
+
+    // Another backend served the user, or there is no valid record: drop
+    // the list index, then stamp INDEX/.lasthost and remember the stamp.
+    let Some(dropped) = drop_locked(lock, dir, paths, log) else {
+        return Outcome::Dropped;
+    };
+    if dropped > 0 {
+        let previous = match &current {
+            Some(stamp) => format!("last served by {}", stamp.host()),
+            None => format!("no {} on NFS", mail_location::LASTHOST),
+        };
+        log.info(format_args!(
+            "dropped the list index in {} ({dropped} file{}): {previous}",
+            paths.listindex.display(),
+            if dropped == 1 { "" } else { "s" }
+        ));
+    }
+    let host = host_name(settings);
+    match nfs::write_stamp(&paths.index, &host) {
+        Ok(stamp) => {
+            if let Err(e) = lock.write_record(&stamp.encode()) {
+                log.error(format_args!("{e}: no record stored"));
+                let _ = lock.write_record(b"");
+            }
+        }
+        Err(e @ WriteError::IndexMissing(_)) => {
+            log.warning(format_args!("{e}: list index dropped, no record stored"));
+        }
+        Err(WriteError::Sys(e)) => {
+            log.error(format_args!("{e}: list index dropped, no record stored"));
+        }
+    }
+    Outcome::Dropped
+}
+
+/// Forgets the record, then drops the list index files. Locked. Returns
+/// how many files were dropped, or `None` (logged) when that failed; the
+/// record then stays empty so that the next login tries again.
+fn drop_locked(
+    lock: &UserLock,
+    dir: BorrowedFd<'_>,
+    paths: &UserPaths,
+    log: &Logger,
+) -> Option<usize> {
+    if let Err(e) = lock.write_record(b"") {
+        log.error(format_args!("{e}"));
+    }
+    match listindex::drop_files(dir, &paths.listindex, &paths.prefix) {
+        Ok(count) => Some(count),
+        Err(e) => {
+            log.error(format_args!("{e}: the list index may be stale"));
+            None
+        }
+    }
+}
+
+/// Drops the list index files without the lock (it could not be taken).
+/// The record is left alone: only the lock holder may write it, and with
+/// the list index gone a matching record does no harm.
+fn drop_unlocked(dir: BorrowedFd<'_>, paths: &UserPaths, log: &Logger) {
+    if let Err(e) = listindex::drop_files(dir, &paths.listindex, &paths.prefix) {
+        log.error(format_args!("{e}: the list index may be stale"));
+    }
+}
+
+/// This backend's name: `nfs_hostchange_hostname`, else the host name.
+fn host_name(settings: &Settings) -> String {
+    if let Some(name) = &settings.hostname {
+        return name.clone();
+    }
+    match nix::unistd::gethostname() {
+        Ok(name) if settings::check_hostname(&name.to_string_lossy()).is_ok() => {
+            name.to_string_lossy().into_owned()
+        }
+        _ => "unknown-host".to_string(),
+    }
+}
+
+/// Run as root (a post-login service without `-d`, or a checkpassword
+/// chain run as root), act on files with the user's identity from `UID`
+/// and `GID`, so that everything created belongs to the user. The file
+/// system identity is reset to the effective one by exec, so the next
+/// program runs exactly as it would have.
+fn act_as_user(env: &LoginEnv) -> Result<(), String> {
+    if !geteuid().is_root() {
+        return Ok(());
+    }
+    let number = |value: &Option<Vec<u8>>| {
+        value
+            .as_deref()
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| v.parse::<u32>().ok())
+    };
+    let (Some(uid), Some(gid)) = (number(&env.uid), number(&env.gid)) else {
+        return Err(
+            "running as root, and the userdb gave no numeric UID and GID to act as".to_string(),
+        );
+    };
+    if uid == 0 {
+        return Err("running as root for a user with UID 0".to_string());
+    }
+    setfsgid(Gid::from_raw(gid));
+    setfsuid(Uid::from_raw(uid));
+    // Both calls return the previous value: asking again tells whether the
+    // change took effect.
+    if setfsgid(Gid::from_raw(gid)) != Gid::from_raw(gid)
+        || setfsuid(Uid::from_raw(uid)) != Uid::from_raw(uid)
+    {
+        return Err(format!("could not act as uid {uid} gid {gid}"));
+    }
+    Ok(())
+}
