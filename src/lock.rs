@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::fcntl::{openat, Flock, FlockArg, OFlag};
+use nix::fcntl::{openat, AtFlags, Flock, FlockArg, OFlag};
 use nix::sys::stat::{fstat, fstatat, futimens, Mode};
 use nix::sys::time::TimeSpec;
 use nix::unistd::ftruncate;
@@ -39,6 +39,9 @@ const RECORD_MAX: u64 = 4096;
 pub enum LockError {
     /// Someone else held it for the whole wait (or, when not waiting, now).
     Busy,
+    /// The directory itself was removed (by the cleaner) while we waited:
+    /// open it again from the root and start over.
+    DirGone,
     /// A system call failed.
     Sys(SysError),
 }
@@ -47,6 +50,7 @@ impl std::fmt::Display for LockError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             LockError::Busy => write!(f, "the user's lock is held by another process"),
+            LockError::DirGone => write!(f, "the user's directory was removed"),
             LockError::Sys(e) => e.fmt(f),
         }
     }
@@ -85,31 +89,20 @@ impl UserLock {
         dir_path: &Path,
         wait: Wait,
     ) -> Result<UserLock, LockError> {
-        let path = dir_path.join(LASTHOST);
-        let deadline = Instant::now() + LOCK_WAIT;
-        for _ in 0..LOCK_REOPEN_MAX {
-            let fd = retry_eintr(|| {
-                openat(
-                    dir,
-                    LASTHOST,
-                    OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-                    Mode::from_bits_truncate(0o600),
-                )
-            })
-            .ctx("open", &path)?;
-            let file = lock_until(File::from(fd), deadline, wait, &path)?;
-
-            // Verify: the path must still name the inode we locked.
-            let locked = fstat(file.as_fd()).ctx("fstat", &path)?;
-            match fstatat(dir, LASTHOST, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
-                Ok(now) if now.st_ino == locked.st_ino && now.st_dev == locked.st_dev => {
-                    return Ok(UserLock { file, path });
-                }
-                Ok(_) | Err(Errno::ENOENT) => continue,
-                Err(errno) => return Err(SysError::new("stat", &path, errno).into()),
-            }
+        match open_and_lock(dir, dir_path, true, wait)? {
+            Some(lock) => Ok(lock),
+            None => Err(LockError::DirGone),
         }
-        Err(LockError::Busy)
+    }
+
+    /// Locks an existing `dir/.lasthost` without creating it; `None` when
+    /// there is none. For the cleaner, which must not create records.
+    pub fn acquire_existing(
+        dir: BorrowedFd<'_>,
+        dir_path: &Path,
+        wait: Wait,
+    ) -> Result<Option<UserLock>, LockError> {
+        open_and_lock(dir, dir_path, false, wait)
     }
 
     /// Reads the record. Locked: only the holder calls this.
@@ -152,6 +145,43 @@ impl UserLock {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Opens `dir/.lasthost` (creating it when `create`), locks it, and checks
+/// that the path still names the locked inode, starting over if not. `None`
+/// when it does not exist (with `create`: when the directory is gone).
+fn open_and_lock(
+    dir: BorrowedFd<'_>,
+    dir_path: &Path,
+    create: bool,
+    wait: Wait,
+) -> Result<Option<UserLock>, LockError> {
+    let path = dir_path.join(LASTHOST);
+    let deadline = Instant::now() + LOCK_WAIT;
+    let mut flags = OFlag::O_RDWR | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    if create {
+        flags |= OFlag::O_CREAT;
+    }
+    for _ in 0..LOCK_REOPEN_MAX {
+        let fd = match retry_eintr(|| openat(dir, LASTHOST, flags, Mode::from_bits_truncate(0o600)))
+        {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => return Ok(None),
+            Err(errno) => return Err(SysError::new("open", &path, errno).into()),
+        };
+        let file = lock_until(File::from(fd), deadline, wait, &path)?;
+
+        // Verify: the path must still name the inode we locked.
+        let locked = fstat(file.as_fd()).ctx("fstat", &path)?;
+        match fstatat(dir, LASTHOST, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(now) if now.st_ino == locked.st_ino && now.st_dev == locked.st_dev => {
+                return Ok(Some(UserLock { file, path }));
+            }
+            Ok(_) | Err(Errno::ENOENT) => continue,
+            Err(errno) => return Err(SysError::new("stat", &path, errno).into()),
+        }
+    }
+    Err(LockError::Busy)
 }
 
 /// Takes the exclusive lock, polling while another process holds it.

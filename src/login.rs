@@ -20,6 +20,10 @@ use crate::record::Stamp;
 use crate::settings::{self, Settings, UserOverrides};
 use crate::varexpand::Vars;
 
+/// How often the user's directory may vanish under us (removed by the
+/// cleaner between our opening it and locking the record) before we give up.
+const DIR_GONE_RETRIES: u32 = 5;
+
 /// What the check did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -142,29 +146,34 @@ pub fn check(config: Option<&OsStr>, log: &mut Logger) -> Outcome {
         return Outcome::Skipped;
     }
 
-    // The user's LISTINDEX directory and lock.
-    let dir = match listindex::open_or_create(&paths) {
-        Ok(dir) => dir,
-        Err(e) => {
-            log.error(format_args!("{e}: list index not checked"));
-            return Outcome::Skipped;
-        }
-    };
-    let lock = match UserLock::acquire(dir.as_fd(), &paths.listindex, Wait::Bounded) {
-        Ok(lock) => lock,
-        Err(LockError::Busy) => {
-            log.error(format_args!(
-                "{}: lock still held after {} s: dropping the list index without it",
-                paths.listindex.join(mail_location::LASTHOST).display(),
-                crate::lock::LOCK_WAIT.as_secs()
-            ));
-            drop_unlocked(dir.as_fd(), &paths, log);
-            return Outcome::Dropped;
-        }
-        Err(LockError::Sys(e)) => {
-            log.error(format_args!("{e}: dropping the list index"));
-            drop_unlocked(dir.as_fd(), &paths, log);
-            return Outcome::Dropped;
+    // The user's LISTINDEX directory and lock. When the cleaner removed
+    // the directory while we waited for the lock, open it again.
+    let mut attempts = 0;
+    let (dir, lock) = loop {
+        let dir = match listindex::open_or_create(&paths) {
+            Ok(dir) => dir,
+            Err(e) => {
+                log.error(format_args!("{e}: list index not checked"));
+                return Outcome::Skipped;
+            }
+        };
+        match UserLock::acquire(dir.as_fd(), &paths.listindex, Wait::Bounded) {
+            Ok(lock) => break (dir, lock),
+            Err(LockError::DirGone) if attempts < DIR_GONE_RETRIES => attempts += 1,
+            Err(LockError::Busy) => {
+                log.error(format_args!(
+                    "{}: lock still held after {} s: dropping the list index without it",
+                    paths.listindex.join(mail_location::LASTHOST).display(),
+                    crate::lock::LOCK_WAIT.as_secs()
+                ));
+                drop_unlocked(dir.as_fd(), &paths, log);
+                return Outcome::Dropped;
+            }
+            Err(e) => {
+                log.error(format_args!("{e}: dropping the list index"));
+                drop_unlocked(dir.as_fd(), &paths, log);
+                return Outcome::Dropped;
+            }
         }
     };
     let outcome = check_locked(&lock, dir.as_fd(), &paths, &settings, log);

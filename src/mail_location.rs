@@ -161,6 +161,64 @@ pub fn resolve(location: &[u8], vars: &Vars<'_>) -> Result<UserPaths, PathError>
         )));
     }
 
+    // LISTINDEX: the root, the depth below it, the file name.
+    let (layout, user_part_template) = list_layout(&loc, vars)?;
+    let (root, depth) = (layout.root, layout.depth);
+
+    // The user's part must be `depth` plain names below the root.
+    let user_part = varexpand::expand(&user_part_template, vars)
+        .map_err(|e| PathError::Expand("LISTINDEX".into(), e))?;
+    check_no_new_colon(&user_part_template, &user_part, "LISTINDEX")?;
+    let parts = user_parts(&user_part, depth).ok_or_else(|| {
+        PathError::Refused(format!(
+            "the LISTINDEX directory for this user, {}{}, is not {depth} plain names below {}",
+            root.display(),
+            crate::log::printable(&user_part, 200),
+            root.display()
+        ))
+    })?;
+    let mut listindex = root.clone();
+    for part in &parts {
+        listindex.push(part);
+    }
+
+    Ok(UserPaths {
+        index,
+        listindex_root: root,
+        listindex,
+        listindex_parts: parts,
+        prefix: layout.prefix,
+    })
+}
+
+/// Where every user's LISTINDEX lives: what the cleaner walks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// The static directory before the LISTINDEX template's first variable.
+    pub root: PathBuf,
+    /// How many directories below the root a user's LISTINDEX is.
+    pub depth: usize,
+    /// The list index file name prefix.
+    pub prefix: OsString,
+}
+
+/// The LISTINDEX layout of a mail_location, for all users.
+pub fn layout(location: &[u8]) -> Result<Layout, PathError> {
+    let vars = Vars {
+        user: b"",
+        home: None,
+        uid: None,
+        gid: None,
+        local_ip: None,
+        remote_ip: None,
+    };
+    list_layout(&MailLocation::parse(location), &vars).map(|(layout, _)| layout)
+}
+
+/// Checks LISTINDEX and splits it into the layout and the template of the
+/// user's part below the root (it starts with `/`).
+fn list_layout(loc: &MailLocation, vars: &Vars<'_>) -> Result<(Layout, Vec<u8>), PathError> {
+    let config = |m: &str| PathError::Config(m.to_string());
     // LISTINDEX: an absolute directory part and a file name.
     let Some(list_template) = loc.get("LISTINDEX") else {
         return Err(config(
@@ -200,37 +258,21 @@ pub fn resolve(location: &[u8], vars: &Vars<'_>) -> Result<UserPaths, PathError>
     let root = varexpand::expand(root_template, vars)
         .map_err(|e| PathError::Expand("LISTINDEX".into(), e))?;
     let root = clean_absolute(&root)
-        .ok_or_else(|| config("the static part of LISTINDEX must be a plain absolute directory"))?;
+        .filter(|root| root != Path::new("/"))
+        .ok_or_else(|| {
+            config("the static part of LISTINDEX must be a plain absolute directory other than /")
+        })?;
     let depth = dir_template[root_end..]
         .split(|&b| b == b'/')
         .filter(|p| !p.is_empty())
         .count();
 
-    // The user's part must be `depth` plain names below the root.
-    let user_part_template = &dir_template[root_end..];
-    let user_part = varexpand::expand(user_part_template, vars)
-        .map_err(|e| PathError::Expand("LISTINDEX".into(), e))?;
-    check_no_new_colon(user_part_template, &user_part, "LISTINDEX")?;
-    let parts = user_parts(&user_part, depth).ok_or_else(|| {
-        PathError::Refused(format!(
-            "the LISTINDEX directory for this user, {}{}, is not {depth} plain names below {}",
-            root.display(),
-            crate::log::printable(&user_part, 200),
-            root.display()
-        ))
-    })?;
-    let mut listindex = root.clone();
-    for part in &parts {
-        listindex.push(part);
-    }
-
-    Ok(UserPaths {
-        index,
-        listindex_root: root,
-        listindex,
-        listindex_parts: parts,
+    let layout = Layout {
+        root,
+        depth,
         prefix: OsStr::from_bytes(&prefix).to_os_string(),
-    })
+    };
+    Ok((layout, dir_template[root_end..].to_vec()))
 }
 
 /// Expands a path-valued template, with `~` for the home directory, and
@@ -477,6 +519,16 @@ mod tests {
         }
         let ok = resolve(loc, &vars(b"user@example.com", Some(b"/h"))).expect("ok");
         assert_eq!(ok.listindex, Path::new("/l/example.com/user"));
+    }
+
+    #[test]
+    fn layout_for_the_cleaner() {
+        let l = layout(LOC).expect("ok");
+        assert_eq!(l.root, Path::new("/dev/shm/dovecot-listindex"));
+        assert_eq!(l.depth, 2);
+        assert_eq!(l.prefix, "dovecot.list.index");
+        assert!(layout(b"maildir:~/M:LISTINDEX=/%u/x").is_err());
+        assert!(layout(b"maildir:~/M:LISTINDEX=~/li/%u/x").is_err());
     }
 
     #[test]

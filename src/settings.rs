@@ -26,6 +26,9 @@ pub struct Settings {
     pub hostname: Option<String>,
     /// Where log lines go.
     pub log: LogTarget,
+    /// Dovecot's `mail_uid` (a user name or number), when set: the cleaner
+    /// accepts a LISTINDEX root owned by this user as well as by root.
+    pub mail_uid: Option<String>,
 }
 
 impl Default for Settings {
@@ -35,6 +38,7 @@ impl Default for Settings {
             migration: false,
             hostname: None,
             log: LogTarget::Syslog,
+            mail_uid: None,
         }
     }
 }
@@ -166,8 +170,9 @@ enum Line {
 }
 
 /// The keys this program knows.
-const KEYS: [&str; 4] = [
+const KEYS: [&str; 5] = [
     "mail_location",
+    "mail_uid",
     "nfs_hostchange_migration",
     "nfs_hostchange_hostname",
     "nfs_hostchange_log",
@@ -207,6 +212,14 @@ fn parse_line(
         "nfs_hostchange_migration" => {
             settings.migration = parse_bool(value)
                 .ok_or_else(|| format!("{key} must be yes or no, not {value:?}"))?;
+        }
+        "mail_uid" => {
+            if value.is_empty() || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(format!(
+                    "mail_uid must be a user name or number, not {value:?}"
+                ));
+            }
+            settings.mail_uid = Some(value.to_string());
         }
         "nfs_hostchange_hostname" => {
             check_hostname(value)?;
