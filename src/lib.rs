@@ -10,6 +10,7 @@ pub mod lock;
 pub mod log;
 pub mod login;
 pub mod mail_location;
+pub mod migrate;
 pub mod nfs;
 pub mod record;
 pub mod settings;

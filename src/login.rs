@@ -15,6 +15,7 @@ use crate::listindex;
 use crate::lock::{LockError, UserLock, Wait};
 use crate::log::Logger;
 use crate::mail_location::{self, PathError, UserPaths};
+use crate::migrate;
 use crate::nfs::{self, WriteError};
 use crate::record::Stamp;
 use crate::settings::{self, Settings, UserOverrides};
@@ -194,11 +195,8 @@ fn check_locked(
     settings: &Settings,
     log: &Logger,
 ) -> Outcome {
-    // Step 3, migrating list indexes off NFS, is not part of this build:
-    // `nfs_hostchange_migration` is read but has no effect yet.
-
     // The local record of what INDEX/.lasthost was.
-    let record = match lock.read_record() {
+    let mut record = match lock.read_record() {
         Ok(data) => match Stamp::decode(&data) {
             Ok(record) => record,
             Err(e) => {
@@ -210,6 +208,13 @@ fn check_locked(
             log.warning(format_args!("{e}"));
             None
         }
+    };
+
+    // Step 3: migration, when enabled.
+    let migration = if settings.migration {
+        migrate_locked(lock, dir, paths, &mut record, log)
+    } else {
+        Migration::Off
     };
 
     // INDEX/.lasthost on NFS.
@@ -228,9 +233,15 @@ fn check_locked(
     }
 
     // Another backend served the user, or there is no valid record: drop
-    // the list index, then stamp INDEX/.lasthost and remember the stamp.
-    let Some(dropped) = drop_locked(lock, dir, paths, log) else {
-        return Outcome::Dropped;
+    // the list index (unless migration just copied it in), then stamp
+    // INDEX/.lasthost and remember the stamp.
+    let dropped = if migration == Migration::Moved {
+        0
+    } else {
+        match drop_locked(lock, dir, paths, log) {
+            Some(dropped) => dropped,
+            None => return Outcome::Dropped,
+        }
     };
     if dropped > 0 {
         let previous = match &current {
@@ -245,6 +256,9 @@ fn check_locked(
     }
     let host = host_name(settings);
     match nfs::write_stamp(&paths.index, &host) {
+        Ok(_) if migration == Migration::Failed => {
+            // No record: the next login tries the migration again.
+        }
         Ok(stamp) => {
             if let Err(e) = lock.write_record(&stamp.encode()) {
                 log.error(format_args!("{e}: no record stored"));
@@ -259,6 +273,75 @@ fn check_locked(
         }
     }
     Outcome::Dropped
+}
+
+/// What the migration step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Migration {
+    /// Migration is not enabled.
+    Off,
+    /// Nothing to move.
+    Idle,
+    /// The NFS list index was copied in and removed from NFS.
+    Moved,
+    /// Copying failed: NFS was left as it was, and no record may be stored.
+    Failed,
+}
+
+/// Step 3. Locked. When INDEX/PREFIX.log exists, a backend without this
+/// program used the NFS list index: the local record and list index are
+/// dropped. Then, when there is no local record, the NFS list index (if
+/// any) is moved in. `record` is cleared when the local one was dropped.
+fn migrate_locked(
+    lock: &UserLock,
+    dir: BorrowedFd<'_>,
+    paths: &UserPaths,
+    record: &mut Option<Stamp>,
+    log: &Logger,
+) -> Migration {
+    let replaced_local = match migrate::nfs_list_index_in_use(paths) {
+        Ok(true) => record.is_some(),
+        Ok(false) if record.is_some() => return Migration::Idle,
+        Ok(false) => false,
+        Err(e) => {
+            // Whether another backend used the NFS list index is unknown:
+            // trust nothing local.
+            log.error(format_args!("{e}: dropping the list index"));
+            *record = None;
+            drop_locked(lock, dir, paths, log);
+            return Migration::Failed;
+        }
+    };
+
+    // No local record from here on: the local list index goes, and the NFS
+    // one (if any) comes in its place.
+    *record = None;
+    if drop_locked(lock, dir, paths, log).is_none() {
+        return Migration::Failed;
+    }
+    match migrate::move_into_locked(dir, paths) {
+        Ok((0, _)) => Migration::Idle,
+        Ok((files, bytes)) => {
+            log.info(format_args!(
+                "migrated the list index from {} to {} ({files} file{}, {bytes} bytes){}",
+                paths.index.display(),
+                paths.listindex.display(),
+                if files == 1 { "" } else { "s" },
+                if replaced_local {
+                    ", replacing the local one: a backend without nfs-hostchange used it"
+                } else {
+                    ""
+                }
+            ));
+            Migration::Moved
+        }
+        Err(e) => {
+            log.error(format_args!(
+                "{e}: list index not migrated, the NFS copy is kept"
+            ));
+            Migration::Failed
+        }
+    }
 }
 
 /// Forgets the record, then drops the list index files. Locked. Returns
