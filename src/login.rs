@@ -265,8 +265,21 @@ fn check_locked(
                 let _ = lock.write_record(b"");
             }
         }
-        Err(e @ WriteError::IndexMissing(_)) => {
-            log.warning(format_args!("{e}: list index dropped, no record stored"));
+        Err(WriteError::IndexMissing(index)) => {
+            // Dovecot creates INDEX at a new user's first write; a missing
+            // parent as well points at NFS not being mounted.
+            if index.parent().is_some_and(|parent| parent.is_dir()) {
+                log.info(format_args!(
+                    "INDEX {} does not exist yet (a new user): no record stored",
+                    index.display()
+                ));
+            } else {
+                log.warning(format_args!(
+                    "INDEX {} and its parent do not exist (is NFS mounted?): \
+                     list index dropped, no record stored",
+                    index.display()
+                ));
+            }
         }
         Err(WriteError::Sys(e)) => {
             log.error(format_args!("{e}: list index dropped, no record stored"));
