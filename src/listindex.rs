@@ -9,7 +9,7 @@ use std::path::Path;
 
 use nix::errno::Errno;
 use nix::fcntl::{openat, OFlag, AT_FDCWD};
-use nix::sys::stat::{mkdirat, Mode};
+use nix::sys::stat::{fstat, mkdirat, Mode};
 use nix::unistd::{unlinkat, UnlinkatFlags};
 
 use crate::mail_location::UserPaths;
@@ -44,7 +44,12 @@ fn open_or_make_at(parent: BorrowedFd<'_>, name: &OsStr, path: &Path) -> Result<
 /// Opens the user's LISTINDEX directory, creating the root (mode 0700,
 /// but never its parent) and every directory below it that is missing.
 /// No symlink is followed at the root or below it.
-pub fn open_or_create(paths: &UserPaths) -> Result<OwnedFd, SysError> {
+///
+/// The root usually sits in a world-writable directory such as /dev/shm,
+/// where anyone could have made it first. So an existing root must belong
+/// to `uid` (the identity files are created with) or to root, and must not
+/// be writable by others unless it has the sticky bit.
+pub fn open_or_create(paths: &UserPaths, uid: u32) -> Result<OwnedFd, SysError> {
     let root = &paths.listindex_root;
     let mut dir = match root.parent() {
         Some(parent) => {
@@ -57,12 +62,40 @@ pub fn open_or_create(paths: &UserPaths) -> Result<OwnedFd, SysError> {
             retry_eintr(|| openat(AT_FDCWD, root, dir_flags(), Mode::empty())).ctx("open", root)?
         }
     };
+    check_root(&dir, root, uid)?;
     let mut path = root.clone();
     for part in &paths.listindex_parts {
         path.push(part);
         dir = open_or_make_at(dir.as_fd(), part, &path)?;
     }
     Ok(dir)
+}
+
+/// The ownership and mode rules for the LISTINDEX root (see
+/// [`open_or_create`]). A violation is reported as EPERM on `stat`.
+fn check_root(dir: &OwnedFd, root: &Path, uid: u32) -> Result<(), SysError> {
+    let st = fstat(dir.as_fd()).ctx("fstat", root)?;
+    let mode = st.st_mode & 0o7777;
+    if st.st_uid != uid && st.st_uid != 0 {
+        return Err(SysError::with_reason(
+            "check",
+            root,
+            format!(
+                "LISTINDEX root is owned by uid {}, not by uid {uid} or root",
+                st.st_uid
+            ),
+        ));
+    }
+    if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+        return Err(SysError::with_reason(
+            "check",
+            root,
+            format!(
+                "LISTINDEX root has mode {mode:04o}: writable by others without the sticky bit"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Deletes every entry of `dir` whose name starts with `prefix`: the list

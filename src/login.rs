@@ -142,16 +142,19 @@ pub fn check(config: Option<&OsStr>, log: &mut Logger) -> Outcome {
     };
 
     // Identity: files we create must belong to the user.
-    if let Err(message) = act_as_user(&env) {
-        log.error(format_args!("{message}: nothing touched"));
-        return Outcome::Skipped;
-    }
+    let uid = match act_as_user(&env) {
+        Ok(uid) => uid,
+        Err(message) => {
+            log.error(format_args!("{message}: nothing touched"));
+            return Outcome::Skipped;
+        }
+    };
 
     // The user's LISTINDEX directory and lock. When the cleaner removed
     // the directory while we waited for the lock, open it again.
     let mut attempts = 0;
     let (dir, lock) = loop {
-        let dir = match listindex::open_or_create(&paths) {
+        let dir = match listindex::open_or_create(&paths, uid) {
             Ok(dir) => dir,
             Err(e) => {
                 log.error(format_args!("{e}: list index not checked"));
@@ -404,10 +407,12 @@ fn host_name(settings: &Settings) -> String {
 /// chain run as root), act on files with the user's identity from `UID`
 /// and `GID`, so that everything created belongs to the user. The file
 /// system identity is reset to the effective one by exec, so the next
-/// program runs exactly as it would have.
-fn act_as_user(env: &LoginEnv) -> Result<(), String> {
-    if !geteuid().is_root() {
-        return Ok(());
+/// program runs exactly as it would have. Returns the uid files are
+/// created with.
+fn act_as_user(env: &LoginEnv) -> Result<u32, String> {
+    let euid = geteuid();
+    if !euid.is_root() {
+        return Ok(euid.as_raw());
     }
     let number = |value: &Option<Vec<u8>>| {
         value
@@ -432,5 +437,5 @@ fn act_as_user(env: &LoginEnv) -> Result<(), String> {
     {
         return Err(format!("could not act as uid {uid} gid {gid}"));
     }
-    Ok(())
+    Ok(uid)
 }

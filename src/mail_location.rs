@@ -160,6 +160,17 @@ pub fn resolve(location: &[u8], vars: &Vars<'_>) -> Result<UserPaths, PathError>
             index.display()
         )));
     }
+    if index
+        .as_os_str()
+        .as_bytes()
+        .split(|&b| b == b'/')
+        .any(|part| part == b"." || part == b"..")
+    {
+        return Err(PathError::Refused(format!(
+            "INDEX {} has a . or .. part",
+            crate::log::printable(index.as_os_str().as_bytes(), 200)
+        )));
+    }
 
     // LISTINDEX: the root, the depth below it, the file name.
     let (layout, user_part_template) = list_layout(&loc, vars)?;
@@ -529,6 +540,16 @@ mod tests {
         assert_eq!(l.prefix, "dovecot.list.index");
         assert!(layout(b"maildir:~/M:LISTINDEX=/%u/x").is_err());
         assert!(layout(b"maildir:~/M:LISTINDEX=~/li/%u/x").is_err());
+    }
+
+    #[test]
+    fn home_with_dot_dot_is_refused() {
+        for home in [&b"/home/../etc"[..], b"/home/./x", b"/h/x/.."] {
+            let e = resolve(LOC, &vars(b"bob", Some(home))).unwrap_err();
+            assert!(matches!(e, PathError::Refused(_)), "{home:?}: {e:?}");
+        }
+        let e = resolve(LOC, &vars(b"bob", Some(b"relative/home"))).unwrap_err();
+        assert!(matches!(e, PathError::Config(_)), "{e:?}");
     }
 
     #[test]

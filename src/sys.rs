@@ -22,6 +22,9 @@ pub struct SysError {
     pub path: PathBuf,
     /// The error number the call returned.
     pub errno: Errno,
+    /// Set when the call succeeded but what it showed is refused: then
+    /// this reason is shown instead of the errno's text.
+    pub reason: Option<String>,
 }
 
 impl SysError {
@@ -31,19 +34,31 @@ impl SysError {
             op,
             path: path.as_ref().to_path_buf(),
             errno,
+            reason: None,
+        }
+    }
+
+    /// A refusal after a successful check of `path` (errno EPERM).
+    pub fn with_reason(op: &'static str, path: impl AsRef<Path>, reason: String) -> Self {
+        SysError {
+            reason: Some(reason),
+            ..SysError::new(op, path, Errno::EPERM)
         }
     }
 }
 
 impl fmt::Display for SysError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}({}): {}",
-            self.op,
-            self.path.display(),
-            self.errno.desc()
-        )
+        match &self.reason {
+            Some(reason) => write!(f, "{}({}): {reason}", self.op, self.path.display()),
+            None => write!(
+                f,
+                "{}({}): {}",
+                self.op,
+                self.path.display(),
+                self.errno.desc()
+            ),
+        }
     }
 }
 
