@@ -136,7 +136,10 @@ pub fn check(config: Option<&OsStr>, log: &mut Logger) -> Outcome {
             return Outcome::Skipped;
         }
         Err(e) => {
-            log.error(format_args!("{e}: list index not checked"));
+            log.error(format_args!(
+                "{}: mail_location: {e}: list index not checked",
+                settings.mail_location_origin
+            ));
             return Outcome::Skipped;
         }
     };

@@ -20,6 +20,9 @@ const CONFIG_MAX_BYTES: u64 = 64 * 1024;
 pub struct Settings {
     /// Dovecot's `mail_location`, as written in dovecot.conf.
     pub mail_location: Option<Vec<u8>>,
+    /// Where mail_location came from, for messages: `FILE line N`, or
+    /// `MAIL from the userdb`.
+    pub mail_location_origin: String,
     /// Whether the migration step runs (`nfs_hostchange_migration`).
     pub migration: bool,
     /// This backend's name in INDEX/.lasthost; `None` means the host name.
@@ -35,6 +38,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             mail_location: None,
+            mail_location_origin: String::new(),
             migration: false,
             hostname: None,
             log: LogTarget::Syslog,
@@ -148,7 +152,12 @@ pub fn parse(text: &[u8], file: &Path) -> Loaded {
         let line = index + 1;
         match parse_line(raw, &mut settings, &seen) {
             Ok(Line::Blank) => {}
-            Ok(Line::Set(key)) => seen.push((key, line)),
+            Ok(Line::Set(key)) => {
+                if key == "mail_location" {
+                    settings.mail_location_origin = format!("{} line {line}", file.display());
+                }
+                seen.push((key, line));
+            }
             Ok(Line::Unknown(key)) => {
                 warnings.push(error(line, format!("unknown setting {key:?} ignored")))
             }
@@ -291,6 +300,7 @@ impl UserOverrides {
     pub fn apply(&self, settings: &mut Settings) -> Option<String> {
         if let Some(mail) = &self.mail {
             settings.mail_location = Some(mail.clone());
+            settings.mail_location_origin = "MAIL from the userdb".to_string();
         }
         let value = self.migration.as_ref()?;
         match std::str::from_utf8(value).ok().and_then(parse_bool) {
@@ -331,6 +341,7 @@ mod tests {
             Some(&b"maildir:~/Maildir:LISTINDEX=/dev/shm/l/%u/dovecot.list.index"[..])
         );
         assert!(s.migration);
+        assert_eq!(s.mail_location_origin, "/etc/x.conf line 3");
         assert_eq!(s.hostname.as_deref(), Some("backend-a"));
         assert_eq!(s.log, LogTarget::Dovecot);
         assert!(loaded.warnings.is_empty());
