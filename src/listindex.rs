@@ -54,7 +54,10 @@ pub fn open_or_create(paths: &UserPaths, uid: u32) -> Result<OwnedFd, SysError> 
     let mut dir = match root.parent() {
         Some(parent) => {
             let name = root.file_name().unwrap_or(OsStr::new("/"));
-            let parent_fd = retry_eintr(|| openat(AT_FDCWD, parent, dir_flags(), Mode::empty()))
+            // The path up to the root's parent is the administrator's and
+            // may hold symlinks (/var/run -> /run): follow them there only.
+            let parent_flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+            let parent_fd = retry_eintr(|| openat(AT_FDCWD, parent, parent_flags, Mode::empty()))
                 .ctx("open", parent)?;
             open_or_make_at(parent_fd.as_fd(), name, root)?
         }
