@@ -4,6 +4,8 @@
 //! The binary in `main.rs` only dispatches; everything else lives here, in
 //! modules named after what they are.
 
+pub mod check;
+pub mod help;
 pub mod interval;
 pub mod listindex;
 pub mod lock;
@@ -14,5 +16,8 @@ pub mod migrate;
 pub mod nfs;
 pub mod record;
 pub mod settings;
+pub mod show;
 pub mod sys;
+pub mod usercache;
+pub mod var24;
 pub mod varexpand;

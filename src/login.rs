@@ -112,7 +112,7 @@ pub fn check(config: Option<&OsStr>, log: &mut Logger) -> Outcome {
     if let Some(message) = UserOverrides::from_env().apply(&mut settings) {
         log.warning(format_args!("{message}"));
     }
-    let Some(location) = settings.mail_location.as_deref() else {
+    let Some(location) = settings.location() else {
         log.error(format_args!(
             "mail_location is not set in {} and the userdb gave no MAIL: list index not checked",
             path.display()
@@ -129,7 +129,7 @@ pub fn check(config: Option<&OsStr>, log: &mut Logger) -> Outcome {
         local_ip: env.local_ip.as_deref(),
         remote_ip: env.remote_ip.as_deref(),
     };
-    let paths = match mail_location::resolve(location, &vars) {
+    let paths = match location.resolve(&vars) {
         Ok(paths) => paths,
         Err(e @ PathError::Refused(_)) => {
             log.error(format_args!("{e}: nothing touched"));
@@ -137,8 +137,9 @@ pub fn check(config: Option<&OsStr>, log: &mut Logger) -> Outcome {
         }
         Err(e) => {
             log.error(format_args!(
-                "{}: mail_location: {e}: list index not checked",
-                settings.mail_location_origin
+                "{}: {}: {e}: list index not checked",
+                settings.location_origin(),
+                location.setting()
             ));
             return Outcome::Skipped;
         }
@@ -159,6 +160,12 @@ pub fn check(config: Option<&OsStr>, log: &mut Logger) -> Outcome {
     let (dir, lock) = loop {
         let dir = match listindex::open_or_create(&paths, uid) {
             Ok(dir) => dir,
+            // The cleaner removed a directory on the way down between our
+            // opening it and creating the next one in it: start over.
+            Err(e) if e.errno == nix::errno::Errno::ENOENT && attempts < DIR_GONE_RETRIES => {
+                attempts += 1;
+                continue;
+            }
             Err(e) => {
                 log.error(format_args!("{e}: list index not checked"));
                 return Outcome::Skipped;
@@ -303,7 +310,8 @@ enum Migration {
     Idle,
     /// The NFS list index was copied in and removed from NFS.
     Moved,
-    /// Copying failed: NFS was left as it was, and no record may be stored.
+    /// Migration failed and the NFS list index is still there: no record
+    /// may be stored, so that the next login tries again.
     Failed,
 }
 
@@ -354,9 +362,18 @@ fn migrate_locked(
             ));
             Migration::Moved
         }
+        Err(e) if e.nfs_removed => {
+            log.error(format_args!(
+                "{}: list index not migrated; the NFS copy was deleted too, \
+                 Dovecot rebuilds the list index",
+                e.cause
+            ));
+            Migration::Idle
+        }
         Err(e) => {
             log.error(format_args!(
-                "{e}: list index not migrated, the NFS copy is kept"
+                "{}: list index not migrated, and the NFS copy could not be deleted",
+                e.cause
             ));
             Migration::Failed
         }

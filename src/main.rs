@@ -24,6 +24,12 @@ const EXIT_CANNOT_EXEC: i32 = 126;
 
 const USAGE: &str = "\
 usage: nfs-hostchange postlogin [--config FILE] [--] COMMAND [ARGS...]
+       nfs-hostchange usercache clean [--min-age AGE] [--config FILE] DIR
+       nfs-hostchange usercache clean AGE DIR
+       nfs-hostchange usercache sweep [--min-age AGE] [--dry-run] [--config FILE] [ROOT]
+       nfs-hostchange show USER [--home DIR] [--config FILE] [--json]
+       nfs-hostchange check [--config FILE] [--dovecot-config FILE]
+       nfs-hostchange help [SUBCOMMAND | --man]
        nfs-hostchange --help | --version
 
 postlogin  Check, for the user Dovecot names in USER, whether another backend
@@ -33,6 +39,24 @@ postlogin  Check, for the user Dovecot names in USER, whether another backend
            post-login script (script-login -d nfs-hostchange postlogin) or in
            a checkpassword chain. Nothing is written to stdout.
 
+usercache clean
+           Remove one user's LISTINDEX directory DIR under the user's lock,
+           only if no login happened for AGE (default: whatever the age).
+           A user whose lock is held is busy: skipped, and said so.
+usercache sweep
+           Find every user directory under the LISTINDEX root (ROOT, default
+           from mail_location) and clean those without a login for AGE
+           (default 7 days). --dry-run lists them and changes nothing. Prints
+           one summary line; exit 0 all well, 1 some user failed, 2 bad usage.
+
+show       Show what the login check sees for USER on this backend and what
+           the next login would do (current, would drop, migration pending),
+           without changing anything.
+check      Check the settings, the LISTINDEX root and, with doveconf on PATH,
+           Dovecot's settings; exit 0 all well, 1 problems found.
+help       Show a subcommand's help with examples, or the man page (--man).
+
+AGE        Dovecot's interval syntax: 30m, 12 hours, 7d, 2 weeks; 0 alone.
 --config FILE  settings file (default: $NFS_HOSTCHANGE_CONFIG, else
                /etc/dovecot/nfs-hostchange.conf)
 ";
@@ -43,6 +67,10 @@ pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) ->
     let args: Vec<OsString> = std::env::args_os().collect();
     match args.get(1).map(|a| a.as_bytes()) {
         Some(b"postlogin") => postlogin(&args[2..]),
+        Some(b"usercache") => nfs_hostchange::usercache::main(&args[2..]),
+        Some(b"show") => nfs_hostchange::show::main(&args[2..]),
+        Some(b"check") => nfs_hostchange::check::main(&args[2..]),
+        Some(b"help") if args.len() > 2 => help(&args[2]),
         Some(b"--help" | b"-h" | b"help") => {
             print!("{USAGE}");
             0
@@ -63,6 +91,24 @@ pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) ->
             EXIT_USAGE
         }
     }
+}
+
+/// `help SUBCOMMAND`: the subcommand's help; `help --man`: the man page.
+fn help(what: &OsStr) -> i32 {
+    use nfs_hostchange::help;
+    let text = if what == "--man" {
+        help::man()
+    } else if let Some(page) = what.to_str().and_then(help::page) {
+        help::text(page)
+    } else {
+        eprintln!(
+            "nfs-hostchange help: no help for {:?}\n{USAGE}",
+            what.to_string_lossy()
+        );
+        return EXIT_USAGE;
+    };
+    print!("{text}");
+    0
 }
 
 /// `postlogin [--config FILE] [--] COMMAND [ARGS...]`: check, then exec.
@@ -90,7 +136,10 @@ fn postlogin(args: &[OsString]) -> i32 {
             config = Some(OsStr::from_bytes(file));
             rest = tail;
         } else if bytes == b"--help" || bytes == b"-h" {
-            print!("{USAGE}");
+            print!(
+                "{}",
+                nfs_hostchange::help::text(&nfs_hostchange::help::POSTLOGIN)
+            );
             return 0;
         } else if bytes.starts_with(b"-") {
             // A wrong option must not lock users out: say so and go on.

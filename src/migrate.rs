@@ -6,7 +6,10 @@
 //! the NFS list index since: the local copy cannot be trusted, and the NFS
 //! one is the freshest there is. It is copied in (every file to a temporary
 //! name, then renamed), and only when every copy is in place are the NFS
-//! files deleted. A failure removes what was written and keeps NFS intact.
+//! files deleted. When a copy fails, what was written is removed and the
+//! NFS files are deleted all the same: from then on this backend serves the
+//! user from a list index of its own, and an NFS copy left behind would
+//! fall behind it and be served stale by the next backend to read it.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
@@ -45,64 +48,100 @@ fn nfs_log_path(paths: &UserPaths) -> PathBuf {
     paths.index.join(name)
 }
 
+/// Why the list index could not be moved.
+#[derive(Debug)]
+pub struct MoveError {
+    /// What failed: listing INDEX, copying a file, or deleting one on NFS.
+    pub cause: SysError,
+    /// Whether the NFS list index is gone all the same. After a failed copy
+    /// it is deleted: this backend now serves the user from a list index of
+    /// its own, so the NFS copy would fall behind, and a backend without
+    /// this program (or the next migration elsewhere) would serve it stale.
+    pub nfs_removed: bool,
+}
+
 /// Copies INDEX/PREFIX* into the LISTINDEX directory `dir`, then deletes
-/// them from INDEX. Locked: the caller holds the user's lock and has made
-/// sure the local record is empty and the local list index is gone.
+/// them from INDEX. Returns the files and bytes moved. Locked: the caller
+/// holds the user's lock and has made sure the local record is empty and
+/// the local list index is gone.
 ///
-/// On failure every file written here is removed again, the NFS files are
-/// left as they were, and the error is returned: the caller stores no
-/// record, so the next login tries again.
-pub fn move_into_locked(dir: BorrowedFd<'_>, paths: &UserPaths) -> Result<(usize, u64), SysError> {
-    let names = nfs_list_index_files(paths)?;
+/// When a copy fails, every file written here is removed again and the NFS
+/// list index is deleted as well (see [`MoveError::nfs_removed`]): Dovecot
+/// rebuilds both from the mail store.
+pub fn move_into_locked(dir: BorrowedFd<'_>, paths: &UserPaths) -> Result<(usize, u64), MoveError> {
+    let names = nfs_list_index_files(paths).map_err(|cause| MoveError {
+        cause,
+        nfs_removed: false,
+    })?;
     if names.is_empty() {
         return Ok((0, 0));
     }
-    let mut placed: Vec<OsString> = Vec::new();
+    let mut placed: Vec<&OsString> = Vec::new();
     let mut bytes = 0;
     for name in &names {
         match copy_one(dir, paths, name) {
             Ok(size) => {
                 bytes += size;
-                placed.push(name.clone());
+                placed.push(name);
             }
-            Err(e) => {
-                for done in &placed {
+            Err(cause) => {
+                for done in placed {
                     let _ = unlinkat(dir, done.as_os_str(), UnlinkatFlags::NoRemoveDir);
                 }
-                return Err(e);
+                let nfs_removed = delete_nfs(paths, &names).is_ok();
+                return Err(MoveError { cause, nfs_removed });
             }
         }
     }
 
     // Every copy is in place: the NFS list index may go.
-    for name in &names {
+    delete_nfs(paths, &names).map_err(|cause| MoveError {
+        cause,
+        nfs_removed: false,
+    })?;
+    Ok((names.len(), bytes))
+}
+
+/// Deletes INDEX/name for every name; one that is gone already is fine.
+fn delete_nfs(paths: &UserPaths, names: &[OsString]) -> Result<(), SysError> {
+    for name in names {
         let path = paths.index.join(name);
         match retry_nfs(|| unlink(&path)) {
             Ok(()) | Err(Errno::ENOENT) => {}
             Err(errno) => return Err(SysError::new("unlink", &path, errno)),
         }
     }
-    Ok((names.len(), bytes))
+    Ok(())
 }
 
-/// The names of the list index files in INDEX: regular files whose name
-/// starts with the prefix, without Dovecot's own temporary files.
+/// The names of the list index files in INDEX: entries whose name starts
+/// with the prefix and that are regular files (or of unknown type; the copy
+/// checks), without Dovecot's temporary and lock files. A missing INDEX has
+/// none.
 fn nfs_list_index_files(paths: &UserPaths) -> Result<Vec<OsString>, SysError> {
     let index = &paths.index;
-    let mut dir = retry_nfs(|| {
+    let mut dir = match retry_nfs(|| {
         nix::dir::Dir::open(
             index,
             OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
             Mode::empty(),
         )
-    })
-    .ctx("open", index)?;
+    }) {
+        Ok(dir) => dir,
+        Err(Errno::ENOENT) => return Ok(Vec::new()),
+        Err(errno) => return Err(SysError::new("open", index, errno)),
+    };
     let prefix = paths.prefix.as_bytes();
     let mut names = Vec::new();
     for entry in dir.iter() {
         let entry = entry.ctx("readdir", index)?;
         let name = entry.file_name().to_bytes();
-        if name.starts_with(prefix) && !name.ends_with(b".tmp") {
+        let regular = matches!(entry.file_type(), None | Some(nix::dir::Type::File));
+        if regular
+            && name.starts_with(prefix)
+            && !name.ends_with(b".tmp")
+            && !name.ends_with(b".lock")
+        {
             names.push(OsStr::from_bytes(name).to_os_string());
         }
     }

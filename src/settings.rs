@@ -7,6 +7,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::log::LogTarget;
+use crate::mail_location::{Location, Settings24};
 
 /// Where the settings are read from when neither `--config` nor
 /// `NFS_HOSTCHANGE_CONFIG` names a file.
@@ -32,6 +33,54 @@ pub struct Settings {
     /// Dovecot's `mail_uid` (a user name or number), when set: the cleaner
     /// accepts a LISTINDEX root owned by this user as well as by root.
     pub mail_uid: Option<String>,
+    /// Dovecot 2.4's `mail_driver` (`maildir`, `mdbox`...). Not needed for
+    /// any path; `check` compares it with dovecot.conf.
+    pub mail_driver: Option<Vec<u8>>,
+    /// Dovecot 2.4's `mail_path` (in 2.4 syntax), an alternative to
+    /// mail_location.
+    pub mail_path: Option<Vec<u8>>,
+    /// Dovecot 2.4's `mail_index_path` (INDEX).
+    pub mail_index_path: Option<Vec<u8>>,
+    /// Dovecot 2.4's `mailbox_list_index_prefix` (LISTINDEX and the file name).
+    pub mailbox_list_index_prefix: Option<Vec<u8>>,
+    /// Where the 2.4 mail settings came from, for messages: `FILE line N`
+    /// (of the first one), or e.g. `MAIL_PATH from the userdb`.
+    pub mail_settings_origin: String,
+    /// Dovecot 2.4's `dovecot_config_version`, when set: a check that the
+    /// settings are meant for 2.4 (mail_location is then an error).
+    pub dovecot_config_version: Option<String>,
+}
+
+impl Settings {
+    /// Where mail and indexes are: mail_location (Dovecot 2.3 syntax) when
+    /// it is set, else the Dovecot 2.4 settings (2.4 syntax) when any of
+    /// them is, else nothing.
+    pub fn location(&self) -> Option<Location<'_>> {
+        if let Some(location) = &self.mail_location {
+            return Some(Location::MailLocation(location));
+        }
+        if self.mail_driver.is_none()
+            && self.mail_path.is_none()
+            && self.mail_index_path.is_none()
+            && self.mailbox_list_index_prefix.is_none()
+        {
+            return None;
+        }
+        Some(Location::Dovecot24(Settings24 {
+            mail_path: self.mail_path.as_deref(),
+            mail_index_path: self.mail_index_path.as_deref(),
+            mailbox_list_index_prefix: self.mailbox_list_index_prefix.as_deref(),
+        }))
+    }
+
+    /// Where the settings that [`Settings::location`] uses came from.
+    pub fn location_origin(&self) -> &str {
+        if self.mail_location.is_some() {
+            &self.mail_location_origin
+        } else {
+            &self.mail_settings_origin
+        }
+    }
 }
 
 impl Default for Settings {
@@ -43,6 +92,12 @@ impl Default for Settings {
             hostname: None,
             log: LogTarget::Syslog,
             mail_uid: None,
+            mail_driver: None,
+            mail_path: None,
+            mail_index_path: None,
+            mailbox_list_index_prefix: None,
+            mail_settings_origin: String::new(),
+            dovecot_config_version: None,
         }
     }
 }
@@ -107,12 +162,41 @@ pub fn config_path(option: Option<&OsStr>) -> (PathBuf, bool) {
 /// userdb may still supply `MAIL`); a missing file that was named
 /// explicitly is an error.
 pub fn load(path: &Path, explicit: bool) -> Result<Loaded, ConfigError> {
+    load_opened(path, explicit, std::fs::File::open(path))
+}
+
+/// [`load`] for the read-only tools (`show`, `check`): the file is read
+/// through an `O_NOATIME` descriptor where the kernel allows it (to root
+/// and to the file's owner), so that its atime stays as it was. The flag
+/// says whether that was allowed.
+pub fn load_keeping_atime(path: &Path, explicit: bool) -> (Result<Loaded, ConfigError>, bool) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let open = |flags| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(flags)
+            .open(path)
+    };
+    match open(libc::O_NOATIME) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            (load_opened(path, explicit, open(0)), false)
+        }
+        opened => (load_opened(path, explicit, opened), true),
+    }
+}
+
+/// Reads and parses a settings file that was opened (or failed to open).
+fn load_opened(
+    path: &Path,
+    explicit: bool,
+    opened: std::io::Result<std::fs::File>,
+) -> Result<Loaded, ConfigError> {
     let whole = |message: String| ConfigError {
         file: path.to_path_buf(),
         line: 0,
         message,
     };
-    let text = match std::fs::File::open(path) {
+    let text = match opened {
         Ok(file) => {
             use std::io::Read;
             let mut text = Vec::new();
@@ -155,6 +239,8 @@ pub fn parse(text: &[u8], file: &Path) -> Loaded {
             Ok(Line::Set(key)) => {
                 if key == "mail_location" {
                     settings.mail_location_origin = format!("{} line {line}", file.display());
+                } else if KEYS_24.contains(&key) && settings.mail_settings_origin.is_empty() {
+                    settings.mail_settings_origin = format!("{} line {line}", file.display());
                 }
                 seen.push((key, line));
             }
@@ -179,12 +265,26 @@ enum Line {
 }
 
 /// The keys this program knows.
-const KEYS: [&str; 5] = [
+const KEYS: [&str; 10] = [
     "mail_location",
     "mail_uid",
     "nfs_hostchange_migration",
     "nfs_hostchange_hostname",
     "nfs_hostchange_log",
+    "mail_driver",
+    "mail_path",
+    "mail_index_path",
+    "mailbox_list_index_prefix",
+    "dovecot_config_version",
+];
+
+/// Dovecot 2.4's settings that replace mail_location; their values are in
+/// 2.4 syntax.
+const KEYS_24: [&str; 4] = [
+    "mail_driver",
+    "mail_path",
+    "mail_index_path",
+    "mailbox_list_index_prefix",
 ];
 
 /// Parses one line into `settings`; `seen` holds the keys set so far, with
@@ -211,6 +311,8 @@ fn parse_line(
     if let Some((_, first)) = seen.iter().find(|(k, _)| *k == key) {
         return Err(format!("{key} is set twice (first on line {first})"));
     }
+    check_generation(key, value, seen)?;
+    let template = || (!value.is_empty()).then(|| value.as_bytes().to_vec());
     match key {
         "mail_location" => {
             if value.is_empty() {
@@ -218,6 +320,11 @@ fn parse_line(
             }
             settings.mail_location = Some(value.as_bytes().to_vec());
         }
+        "mail_driver" => settings.mail_driver = template(),
+        "mail_path" => settings.mail_path = template(),
+        "mail_index_path" => settings.mail_index_path = template(),
+        "mailbox_list_index_prefix" => settings.mailbox_list_index_prefix = template(),
+        "dovecot_config_version" => settings.dovecot_config_version = Some(value.to_string()),
         "nfs_hostchange_migration" => {
             settings.migration = parse_bool(value)
                 .ok_or_else(|| format!("{key} must be yes or no, not {value:?}"))?;
@@ -240,6 +347,59 @@ fn parse_line(
         }
     }
     Ok(Line::Set(key))
+}
+
+/// Refuses a mix of Dovecot 2.3's mail_location with Dovecot 2.4's
+/// settings, which no Dovecot reads together, and checks
+/// `dovecot_config_version`.
+fn check_generation(key: &str, value: &str, seen: &[(&'static str, usize)]) -> Result<(), String> {
+    let line_of = |wanted: &[&str]| {
+        seen.iter()
+            .find(|(k, _)| wanted.contains(k))
+            .map(|(k, line)| (*k, *line))
+    };
+    if key == "dovecot_config_version" {
+        let version: Vec<u32> = value
+            .split('.')
+            .map_while(|part| part.parse().ok())
+            .collect();
+        if version.len() < 2 || version.as_slice() < [2, 4].as_slice() {
+            return Err(format!(
+                "dovecot_config_version must be 2.4.0 or later, not {value:?} \
+                 (Dovecot 2.3 has no such setting: leave it out)"
+            ));
+        }
+        if let Some((_, line)) = line_of(&["mail_location"]) {
+            return Err(format!(
+                "dovecot_config_version {value} is Dovecot 2.4's, which has no mail_location \
+                 (line {line}): use mail_driver, mail_path, mail_index_path and \
+                 mailbox_list_index_prefix"
+            ));
+        }
+    }
+    if key == "mail_location" {
+        if let Some((other, line)) = line_of(&KEYS_24) {
+            return Err(format!(
+                "mail_location is Dovecot 2.3's and {other} (line {line}) Dovecot 2.4's: \
+                 set mail_location or the 2.4 settings, not both"
+            ));
+        }
+        if let Some((_, line)) = line_of(&["dovecot_config_version"]) {
+            return Err(format!(
+                "Dovecot 2.4 (dovecot_config_version, line {line}) has no mail_location: \
+                 use mail_driver, mail_path, mail_index_path and mailbox_list_index_prefix"
+            ));
+        }
+    }
+    if KEYS_24.contains(&key) {
+        if let Some((_, line)) = line_of(&["mail_location"]) {
+            return Err(format!(
+                "{key} is Dovecot 2.4's and mail_location (line {line}) Dovecot 2.3's: \
+                 set mail_location or the 2.4 settings, not both"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Dovecot's boolean words. `None` for anything else.
@@ -275,14 +435,22 @@ fn unquote(value: &str) -> &str {
 /// The per-user overrides from the userdb, read from the environment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UserOverrides {
-    /// `MAIL`: replaces mail_location, as it does in Dovecot.
+    /// `MAIL`: replaces mail_location, as it does in Dovecot 2.3.
     pub mail: Option<Vec<u8>>,
     /// `NFS_HOSTCHANGE_MIGRATION`: replaces the migration flag.
     pub migration: Option<Vec<u8>>,
+    /// `MAIL_PATH`: replaces mail_path, as the userdb field does in 2.4.
+    pub mail_path: Option<Vec<u8>>,
+    /// `MAIL_INDEX_PATH`: replaces mail_index_path.
+    pub mail_index_path: Option<Vec<u8>>,
+    /// `MAILBOX_LIST_INDEX_PREFIX`: replaces mailbox_list_index_prefix.
+    pub mailbox_list_index_prefix: Option<Vec<u8>>,
 }
 
 impl UserOverrides {
-    /// Reads `MAIL` and `NFS_HOSTCHANGE_MIGRATION`; empty values count as unset.
+    /// Reads `MAIL`, `NFS_HOSTCHANGE_MIGRATION` and Dovecot 2.4's
+    /// `MAIL_PATH`, `MAIL_INDEX_PATH` and `MAILBOX_LIST_INDEX_PREFIX`;
+    /// empty values count as unset.
     pub fn from_env() -> UserOverrides {
         let get = |name: &str| {
             std::env::var_os(name)
@@ -292,15 +460,43 @@ impl UserOverrides {
         UserOverrides {
             mail: get("MAIL"),
             migration: get("NFS_HOSTCHANGE_MIGRATION"),
+            mail_path: get("MAIL_PATH"),
+            mail_index_path: get("MAIL_INDEX_PATH"),
+            mailbox_list_index_prefix: get("MAILBOX_LIST_INDEX_PREFIX"),
         }
     }
 
     /// Applies the overrides. A migration value that is not a boolean is
-    /// ignored and returned as a message for the log.
+    /// ignored and returned as a message for the log. (`MAIL` makes the
+    /// location a 2.3 mail_location, which wins over 2.4 settings; see
+    /// [`Settings::location`].)
     pub fn apply(&self, settings: &mut Settings) -> Option<String> {
         if let Some(mail) = &self.mail {
             settings.mail_location = Some(mail.clone());
             settings.mail_location_origin = "MAIL from the userdb".to_string();
+        }
+        let fields_24 = [
+            ("MAIL_PATH", &self.mail_path, &mut settings.mail_path),
+            (
+                "MAIL_INDEX_PATH",
+                &self.mail_index_path,
+                &mut settings.mail_index_path,
+            ),
+            (
+                "MAILBOX_LIST_INDEX_PREFIX",
+                &self.mailbox_list_index_prefix,
+                &mut settings.mailbox_list_index_prefix,
+            ),
+        ];
+        let mut origin = None;
+        for (name, value, setting) in fields_24 {
+            if let Some(value) = value {
+                *setting = Some(value.clone());
+                origin.get_or_insert(name);
+            }
+        }
+        if let Some(name) = origin {
+            settings.mail_settings_origin = format!("{name} from the userdb");
         }
         let value = self.migration.as_ref()?;
         match std::str::from_utf8(value).ok().and_then(parse_bool) {
@@ -415,11 +611,102 @@ mod tests {
     }
 
     #[test]
+    fn dovecot_24_settings() {
+        let loaded = p("dovecot_config_version = 2.4.1\nmail_driver = maildir\n\
+             mail_path = ~/Maildir\nmail_index_path =\n\
+             mailbox_list_index_prefix = /dev/shm/l/%{user}/dovecot.list.index\n")
+        .expect("valid");
+        let s = loaded.settings;
+        assert_eq!(s.mail_driver.as_deref(), Some(&b"maildir"[..]));
+        assert_eq!(s.mail_index_path, None, "empty means unset");
+        assert_eq!(s.mail_settings_origin, "/etc/x.conf line 2");
+        assert_eq!(s.location_origin(), "/etc/x.conf line 2");
+        assert_eq!(s.dovecot_config_version.as_deref(), Some("2.4.1"));
+        match s.location() {
+            Some(Location::Dovecot24(set)) => {
+                assert_eq!(set.mail_path, Some(&b"~/Maildir"[..]));
+                assert_eq!(
+                    set.mailbox_list_index_prefix,
+                    Some(&b"/dev/shm/l/%{user}/dovecot.list.index"[..])
+                );
+            }
+            other => panic!("not 2.4 settings: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn location_is_mail_location_or_24_or_nothing() {
+        assert_eq!(Settings::default().location(), None);
+        let s = p("mail_location = maildir:~/M").expect("valid").settings;
+        assert_eq!(s.location(), Some(Location::MailLocation(b"maildir:~/M")));
+        let s = p("mail_driver = maildir").expect("valid").settings;
+        assert!(matches!(s.location(), Some(Location::Dovecot24(_))));
+    }
+
+    #[test]
+    fn mail_location_and_24_settings_do_not_mix() {
+        for (text, line, needle) in [
+            (
+                "mail_location = maildir:~/M\nmail_path = ~/M",
+                2,
+                "not both",
+            ),
+            ("mail_path = /m\nmail_location = x", 2, "not both"),
+            (
+                "dovecot_config_version = 2.4.0\nmail_location = x",
+                2,
+                "no mail_location",
+            ),
+            (
+                "mail_location = x\ndovecot_config_version = 2.4.0",
+                2,
+                "no mail_location",
+            ),
+            ("dovecot_config_version = 2.3.19", 1, "2.4.0 or later"),
+            ("dovecot_config_version = latest", 1, "2.4.0 or later"),
+        ] {
+            let e = p(text).unwrap_err();
+            assert_eq!(e.line, line, "{text}: {e}");
+            assert!(e.message.contains(needle), "{text}: {e}");
+        }
+        assert!(p("dovecot_config_version = 2.5.0\nmail_path = /m").is_ok());
+    }
+
+    #[test]
+    fn overrides_of_24_settings() {
+        let mut s = p("mail_path = /m/%{user}\nmailbox_list_index_prefix = /l/%{user}/x")
+            .expect("valid")
+            .settings;
+        let o = UserOverrides {
+            mail_index_path: Some(b"/i/%{user}".to_vec()),
+            mailbox_list_index_prefix: Some(b"/l2/%{user}/x".to_vec()),
+            ..UserOverrides::default()
+        };
+        assert_eq!(o.apply(&mut s), None);
+        assert_eq!(s.mail_path.as_deref(), Some(&b"/m/%{user}"[..]));
+        assert_eq!(s.mail_index_path.as_deref(), Some(&b"/i/%{user}"[..]));
+        assert_eq!(
+            s.mailbox_list_index_prefix.as_deref(),
+            Some(&b"/l2/%{user}/x"[..])
+        );
+        assert_eq!(s.location_origin(), "MAIL_INDEX_PATH from the userdb");
+        // MAIL makes it a 2.3 mail_location, which wins.
+        let mail = UserOverrides {
+            mail: Some(b"maildir:~/M".to_vec()),
+            ..UserOverrides::default()
+        };
+        mail.apply(&mut s);
+        assert_eq!(s.location(), Some(Location::MailLocation(b"maildir:~/M")));
+        assert_eq!(s.location_origin(), "MAIL from the userdb");
+    }
+
+    #[test]
     fn overrides_win() {
         let mut s = Settings::default();
         let o = UserOverrides {
             mail: Some(b"mdbox:~/m".to_vec()),
             migration: Some(b"yes".to_vec()),
+            ..UserOverrides::default()
         };
         assert_eq!(o.apply(&mut s), None);
         assert_eq!(s.mail_location.as_deref(), Some(&b"mdbox:~/m"[..]));
@@ -427,6 +714,7 @@ mod tests {
         let bad = UserOverrides {
             mail: None,
             migration: Some(b"perhaps".to_vec()),
+            ..UserOverrides::default()
         };
         assert!(bad.apply(&mut s).is_some());
         assert!(s.migration);

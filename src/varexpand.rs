@@ -489,8 +489,9 @@ fn str_hash(value: &[u8]) -> u32 {
     h
 }
 
-/// Dovecot's `str_to_ullong`: only decimal digits, at least one, no overflow.
-fn parse_ullong(value: &[u8]) -> Option<u64> {
+/// Dovecot's `str_to_ullong` (2.4: `str_to_uintmax`): only decimal digits,
+/// at least one, no overflow.
+pub(crate) fn parse_ullong(value: &[u8]) -> Option<u64> {
     if value.is_empty() {
         return None;
     }

@@ -50,6 +50,34 @@ impl Postlogin {
     }
 }
 
+/// How one backend of a cluster is set up.
+#[derive(Clone, Debug)]
+pub enum BackendKind {
+    /// The shipped configuration: the list index in this backend's own
+    /// LISTINDEX root, `postlogin` after every login, and
+    /// `nfs_hostchange_migration = yes` in its wrapper configuration when
+    /// `migration`.
+    Current {
+        postlogin: Postlogin,
+        migration: bool,
+    },
+    /// A backend from before nfs-hostchange: plain Dovecot with the list
+    /// index on the shared store (the shipped mail_location without
+    /// LISTINDEX) and no post-login service. It still gets a LISTINDEX root
+    /// directory, which stays empty, and no wrapper configuration.
+    Old,
+}
+
+impl BackendKind {
+    /// The shipped configuration with `postlogin`, migration off.
+    pub fn current(postlogin: &Postlogin) -> BackendKind {
+        BackendKind::Current {
+            postlogin: postlogin.clone(),
+            migration: false,
+        }
+    }
+}
+
 /// Backends sharing one mail store. Dropping it stops every backend, then
 /// removes the scratch directory.
 pub struct Cluster {
@@ -62,8 +90,23 @@ pub struct Cluster {
 impl Cluster {
     /// Starts one backend per name (`backend-a`, ...), all with `postlogin`.
     pub fn start(label: &str, names: &[&str], postlogin: &Postlogin) -> Result<Cluster, String> {
-        if let Postlogin::Wrapper(bin) = postlogin {
-            check_wrapper(bin)?;
+        let kind = BackendKind::current(postlogin);
+        let specs: Vec<(&str, BackendKind)> =
+            names.iter().map(|name| (*name, kind.clone())).collect();
+        Cluster::start_mixed(label, &specs)
+    }
+
+    /// Starts one backend per `(name, kind)`, in order, sharing one store:
+    /// for instance an OLD backend next to wrapped ones with migration on.
+    pub fn start_mixed(label: &str, backends: &[(&str, BackendKind)]) -> Result<Cluster, String> {
+        for (_, kind) in backends {
+            if let BackendKind::Current {
+                postlogin: Postlogin::Wrapper(bin),
+                ..
+            } = kind
+            {
+                check_wrapper(bin)?;
+            }
         }
         let scratch = ScratchDir::new(label)?;
         let store = scratch.path().join("store");
@@ -73,9 +116,9 @@ impl Cluster {
             store,
             scratch,
         };
-        for name in names {
+        for (name, kind) in backends {
             let dir = cluster.scratch.path().join(name);
-            let backend = Backend::start(name, &dir, &cluster.store, postlogin)?;
+            let backend = Backend::start(name, &dir, &cluster.store, kind)?;
             cluster.backends.push(backend);
         }
         Ok(cluster)
@@ -198,12 +241,7 @@ pub struct Backend {
 }
 
 impl Backend {
-    fn start(
-        name: &str,
-        dir: &Path,
-        store: &Path,
-        postlogin: &Postlogin,
-    ) -> Result<Backend, String> {
+    fn start(name: &str, dir: &Path, store: &Path, kind: &BackendKind) -> Result<Backend, String> {
         fs::create_dir(dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
         system::set_mode(dir, 0o755)?;
         for sub in ["run", "state"] {
@@ -214,10 +252,18 @@ impl Backend {
         system::mkdir_for_test_user(&listindex_root, 0o755)?;
 
         let wrapper_conf = dir.join(conf::WRAPPER_CONF);
-        let text = conf::render_wrapper_conf(&listindex_root, name)?;
-        system::write_public_file(&wrapper_conf, &text)?;
         let snippet = dir.join(conf::SNIPPET);
-        let text = conf::render_snippet(&listindex_root, &postlogin.command(&wrapper_conf)?)?;
+        let text = match kind {
+            BackendKind::Current {
+                postlogin,
+                migration,
+            } => {
+                let text = conf::render_wrapper_conf_with(&listindex_root, name, *migration)?;
+                system::write_public_file(&wrapper_conf, &text)?;
+                conf::render_snippet(&listindex_root, &postlogin.command(&wrapper_conf)?)?
+            }
+            BackendKind::Old => conf::render_old_snippet()?,
+        };
         system::write_public_file(&snippet, &text)?;
 
         let mut last_error = String::new();

@@ -61,6 +61,81 @@ pub fn render_wrapper_conf(listindex_root: &Path, hostname: &str) -> Result<Stri
     )
 }
 
+/// The migration line of the wrapper configuration, off as shipped.
+pub const MIGRATION_OFF_LINE: &str = "nfs_hostchange_migration = no";
+/// What `MIGRATION_OFF_LINE` becomes on a backend with migration on.
+pub const MIGRATION_ON_LINE: &str = "nfs_hostchange_migration = yes";
+
+/// `conf.d/nfs-hostchange.conf` for one backend, as `render_wrapper_conf`
+/// renders it, with `nfs_hostchange_migration = yes` when `migration`.
+pub fn render_wrapper_conf_with(
+    listindex_root: &Path,
+    hostname: &str,
+    migration: bool,
+) -> Result<String, String> {
+    let text = render_wrapper_conf(listindex_root, hostname)?;
+    if !migration {
+        return Ok(text);
+    }
+    enable_migration(&text)
+}
+
+/// Turns the shipped `nfs_hostchange_migration = no` line of a wrapper
+/// configuration into `= yes`; an error when the line is not there.
+pub fn enable_migration(wrapper_conf: &str) -> Result<String, String> {
+    if !wrapper_conf
+        .lines()
+        .any(|line| line.trim() == MIGRATION_OFF_LINE)
+    {
+        return Err(format!(
+            "conf.d/{WRAPPER_CONF} has no line {MIGRATION_OFF_LINE:?}; the test harness \
+             (tests/common/conf.rs) turns migration on by substituting it and must be \
+             updated with it"
+        ));
+    }
+    substitute(
+        wrapper_conf,
+        WRAPPER_CONF,
+        MIGRATION_OFF_LINE,
+        MIGRATION_ON_LINE,
+    )
+}
+
+/// `location` without its `:LISTINDEX=...` part (up to the next `:` or the
+/// end), which an OLD backend does not have.
+fn without_listindex(location: &str) -> Result<String, String> {
+    const KEY: &str = ":LISTINDEX=";
+    let start = location.find(KEY).ok_or_else(|| {
+        format!(
+            "the mail_location of conf.d/{SNIPPET} has no {KEY:?}: {location:?}; \
+             tests/common/conf.rs derives the OLD backend's from it"
+        )
+    })?;
+    let end = location[start + KEY.len()..]
+        .find(':')
+        .map_or(location.len(), |i| start + KEY.len() + i);
+    Ok(format!("{}{}", &location[..start], &location[end..]))
+}
+
+/// The Dovecot snippet of an OLD backend, one from before nfs-hostchange:
+/// the shipped mail_location without LISTINDEX (so the list index lives in
+/// INDEX, on the shared store), the list index on with the same NFS
+/// optimisation, and no post-login service.
+pub fn render_old_snippet() -> Result<String, String> {
+    let shipped = read_conf(SNIPPET)?;
+    let location =
+        mail_location(&shipped).ok_or_else(|| format!("conf.d/{SNIPPET} sets no mail_location"))?;
+    let location = without_listindex(location)?;
+    Ok(format!(
+        "# An OLD backend (no nfs-hostchange), written by tests/common/conf.rs:
+# the list index lives on the shared store, next to the mail.
+mail_location = {location}
+mailbox_list_index = yes
+mailbox_list_index_very_dirty_syncs = yes
+"
+    ))
+}
+
 /// The `mail_location` value a rendered file sets.
 pub fn mail_location(rendered: &str) -> Option<&str> {
     rendered.lines().find_map(|line| {

@@ -14,6 +14,7 @@ pub mod conf;
 pub mod imap;
 pub mod pop3;
 pub mod scenario;
+pub mod soak;
 pub mod system;
 
 pub use cluster::{Cluster, Postlogin};

@@ -304,6 +304,7 @@ impl Harness {
             stdin: None,
             inherit: Vec::new(),
             prefix: Vec::new(),
+            run_as: None,
         }
     }
 
@@ -446,6 +447,7 @@ pub struct Login<'h> {
     stdin: Option<Vec<u8>>,
     inherit: Vec<OwnedFd>,
     prefix: Vec<OsString>,
+    run_as: Option<(u32, u32)>,
 }
 
 impl Login<'_> {
@@ -524,6 +526,14 @@ impl Login<'_> {
         self
     }
 
+    /// Runs the wrapper itself as `uid`/`gid` (no supplementary groups),
+    /// for tests that need it to be unprivileged while this process is
+    /// root (a chmod 000 file, for instance). Only root can do this.
+    pub fn run_as(mut self, uid: u32, gid: u32) -> Self {
+        self.run_as = Some((uid, gid));
+        self
+    }
+
     /// Starts the wrapper.
     pub fn spawn(self) -> Pending {
         let probe_out = self.h.out_file("probe");
@@ -556,6 +566,10 @@ impl Login<'_> {
             .current_dir(self.h.path("run"))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        if let Some((uid, gid)) = self.run_as {
+            // std drops root's supplementary groups when it changes the uid.
+            cmd.uid(uid).gid(gid);
+        }
         match &self.stdin {
             Some(data) => {
                 let (read, write) = pipe();
@@ -630,6 +644,26 @@ pub struct Pending {
 }
 
 impl Pending {
+    /// Waits at most `limit` for it to end; kills it (the process this
+    /// harness started, by its pid) when it takes longer. The flag says
+    /// whether it had to be killed.
+    pub fn wait_timeout(mut self, limit: Duration) -> (Run, bool) {
+        let deadline = Instant::now() + limit;
+        let mut killed = false;
+        loop {
+            match self.child.try_wait().expect("poll the wrapper") {
+                Some(_) => break,
+                None if Instant::now() >= deadline => {
+                    let _ = self.child.kill();
+                    killed = true;
+                    break;
+                }
+                None => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+        (self.wait(), killed)
+    }
+
     /// Waits for it (and the command it exec()ed) to end.
     pub fn wait(self) -> Run {
         let pid = self.child.id();
