@@ -19,6 +19,10 @@ pub enum LogTarget {
     Dovecot,
     /// Plain lines on stderr (under Dovecot they are logged as errors).
     Stderr,
+    /// syslog and plain stderr lines both: where lines go before the
+    /// settings say (a settings file that cannot be read must still be
+    /// seen in Dovecot's log, which is stderr in every deployment).
+    Early,
 }
 
 impl LogTarget {
@@ -85,6 +89,11 @@ pub struct Logger {
 /// The longest user name printed in a log line; longer names are cut.
 const LOG_USER_MAX: usize = 100;
 
+/// The longest message text in a log line, in characters: with the prefix
+/// a line stays well under PIPE_BUF (4096 bytes), so a write to Dovecot's
+/// shared log pipe stays atomic.
+const LOG_TEXT_MAX: usize = 900;
+
 impl Logger {
     /// A logger for `target`. Checks once whether stderr is open.
     pub fn new(target: LogTarget) -> Logger {
@@ -126,7 +135,7 @@ impl Logger {
     /// Writes one line at `level`. Failures to log are ignored: logging
     /// must never stop a login.
     pub fn log(&self, level: Level, args: fmt::Arguments<'_>) {
-        let text = printable(fmt::format(args).as_bytes(), usize::MAX);
+        let text = printable(fmt::format(args).as_bytes(), LOG_TEXT_MAX);
         let who = match &self.user {
             Some(user) => format!("nfs-hostchange({user})"),
             None => "nfs-hostchange".to_string(),
@@ -137,10 +146,12 @@ impl Logger {
             LogTarget::Syslog
         };
         match target {
-            LogTarget::Syslog => match &self.user {
-                Some(user) => syslog(level, &format!("{user}: {text}")),
-                None => syslog(level, &text),
-            },
+            LogTarget::Syslog => self.syslog(level, &text),
+            LogTarget::Early => {
+                self.syslog(level, &text);
+                let line = format!("{who}: {}: {text}\n", level.word());
+                let _ = std::io::stderr().write_all(line.as_bytes());
+            }
             LogTarget::Dovecot => {
                 let line = format!(
                     "\x01{}{} {who}: {text}\n",
@@ -154,6 +165,35 @@ impl Logger {
                 let _ = std::io::stderr().write_all(line.as_bytes());
             }
         }
+    }
+}
+
+impl Logger {
+    fn syslog(&self, level: Level, text: &str) {
+        match &self.user {
+            Some(user) => syslog(level, &format!("{user}: {text}")),
+            None => syslog(level, text),
+        }
+    }
+}
+
+/// The longest path shown in a message, in characters: long enough for any
+/// real path, short enough that the reason after it survives the cut of
+/// the whole line at [`LOG_TEXT_MAX`].
+const PATH_SHOWN_MAX: usize = 400;
+
+/// Shows a path in a message the way [`printable`] shows bytes: invalid
+/// UTF-8 as `\xNN`, not as U+FFFD, so that two different byte names stay
+/// apart in the log. Very long paths are cut.
+pub trait Shown {
+    /// The path, printable.
+    fn shown(&self) -> String;
+}
+
+impl Shown for std::path::Path {
+    fn shown(&self) -> String {
+        use std::os::unix::ffi::OsStrExt;
+        printable(self.as_os_str().as_bytes(), PATH_SHOWN_MAX)
     }
 }
 

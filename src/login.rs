@@ -5,6 +5,7 @@
 //! the same place: the login goes on, and a list index that may be stale is
 //! dropped rather than kept (Dovecot rebuilds a missing one by itself).
 
+use crate::log::Shown;
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -81,15 +82,12 @@ impl LoginEnv {
 /// caller execs the next program whatever the outcome.
 pub fn check(config: Option<&OsStr>, log: &mut Logger) -> Outcome {
     let env = LoginEnv::from_env();
-    let Some(user) = env.user.as_deref() else {
-        log.error(format_args!(
-            "USER is not set or empty: list index not checked"
-        ));
-        return Outcome::Skipped;
-    };
-    log.set_user(user);
+    if let Some(user) = env.user.as_deref() {
+        log.set_user(user);
+    }
 
-    // Settings: the file, then the userdb's overrides.
+    // Settings first, so that every later line goes where they say; until
+    // then lines go to syslog and stderr both.
     let (path, explicit) = settings::config_path(config);
     let loaded = match settings::load(&path, explicit) {
         Ok(loaded) => loaded,
@@ -109,13 +107,19 @@ pub fn check(config: Option<&OsStr>, log: &mut Logger) -> Outcome {
         }
         return Outcome::Skipped;
     }
+    let Some(user) = env.user.as_deref() else {
+        log.error(format_args!(
+            "USER is not set or empty: list index not checked"
+        ));
+        return Outcome::Skipped;
+    };
     if let Some(message) = UserOverrides::from_env().apply(&mut settings) {
         log.warning(format_args!("{message}"));
     }
     let Some(location) = settings.location() else {
         log.error(format_args!(
             "mail_location is not set in {} and the userdb gave no MAIL: list index not checked",
-            path.display()
+            path.shown()
         ));
         return Outcome::Skipped;
     };
@@ -129,8 +133,10 @@ pub fn check(config: Option<&OsStr>, log: &mut Logger) -> Outcome {
         local_ip: env.local_ip.as_deref(),
         remote_ip: env.remote_ip.as_deref(),
     };
-    let paths = match location.resolve(&vars) {
-        Ok(paths) => paths,
+    let (paths, index_error) = match location.resolve(&vars) {
+        Ok(paths) => (paths, None),
+        // INDEX is unusable for this user, LISTINDEX is known: drop there.
+        Err(PathError::Index { paths, error }) => (*paths, Some(error)),
         Err(e @ PathError::Refused(_)) => {
             log.error(format_args!("{e}: nothing touched"));
             return Outcome::Skipped;
@@ -177,7 +183,7 @@ pub fn check(config: Option<&OsStr>, log: &mut Logger) -> Outcome {
             Err(LockError::Busy) => {
                 log.error(format_args!(
                     "{}: lock still held after {} s: dropping the list index without it",
-                    paths.listindex.join(mail_location::LASTHOST).display(),
+                    paths.listindex.join(mail_location::LASTHOST).shown(),
                     crate::lock::LOCK_WAIT.as_secs()
                 ));
                 drop_unlocked(dir.as_fd(), &paths, log);
@@ -190,7 +196,17 @@ pub fn check(config: Option<&OsStr>, log: &mut Logger) -> Outcome {
             }
         }
     };
-    let outcome = check_locked(&lock, dir.as_fd(), &paths, &settings, log);
+    let outcome = match index_error {
+        None => check_locked(&lock, dir.as_fd(), &paths, &settings, log),
+        Some(error) => {
+            if drop_locked(&lock, dir.as_fd(), &paths, log).is_some() {
+                log.error(format_args!(
+                    "INDEX for this user: {error}: list index dropped, no record stored"
+                ));
+            }
+            Outcome::Dropped
+        }
+    };
 
     // Every login marks the record: the cleaner ages users by its mtime.
     if let Err(e) = lock.touch() {
@@ -213,7 +229,7 @@ fn check_locked(
         Ok(data) => match Stamp::decode(&data) {
             Ok(record) => record,
             Err(e) => {
-                log.warning(format_args!("{}: {e}", lock.path().display()));
+                log.warning(format_args!("{}: {e}", lock.path().shown()));
                 None
             }
         },
@@ -263,7 +279,7 @@ fn check_locked(
         };
         log.info(format_args!(
             "dropped the list index in {} ({dropped} file{}): {previous}",
-            paths.listindex.display(),
+            paths.listindex.shown(),
             if dropped == 1 { "" } else { "s" }
         ));
     }
@@ -284,13 +300,13 @@ fn check_locked(
             if index.parent().is_some_and(|parent| parent.is_dir()) {
                 log.info(format_args!(
                     "INDEX {} does not exist yet (a new user): no record stored",
-                    index.display()
+                    index.shown()
                 ));
             } else {
                 log.warning(format_args!(
                     "INDEX {} and its parent do not exist (is NFS mounted?): \
                      list index dropped, no record stored",
-                    index.display()
+                    index.shown()
                 ));
             }
         }
@@ -351,8 +367,8 @@ fn migrate_locked(
         Ok((files, bytes)) => {
             log.info(format_args!(
                 "migrated the list index from {} to {} ({files} file{}, {bytes} bytes){}",
-                paths.index.display(),
-                paths.listindex.display(),
+                paths.index.shown(),
+                paths.listindex.shown(),
                 if files == 1 { "" } else { "s" },
                 if replaced_local {
                     ", replacing the local one: a backend without nfs-hostchange used it"

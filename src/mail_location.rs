@@ -9,6 +9,7 @@
 //! are Dovecot 2.4's, expanded as `%{user | md5 | ...}`. That is how the two
 //! Dovecot versions read them, so no template is ever guessed at.
 
+use crate::log::Shown;
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::os::unix::ffi::OsStrExt;
@@ -109,6 +110,15 @@ pub enum PathError {
     /// This user's values would lead outside the LISTINDEX root, or make
     /// Dovecot read the location differently: refused.
     Refused(String),
+    /// INDEX could not be worked out for this user (HOME missing, relative
+    /// or with `..` parts, say), but LISTINDEX could: the caller can still
+    /// drop the list index there. `paths.index` is empty.
+    Index {
+        /// Every path but INDEX.
+        paths: Box<UserPaths>,
+        /// Why INDEX could not be worked out.
+        error: Box<PathError>,
+    },
 }
 
 impl fmt::Display for PathError {
@@ -118,11 +128,32 @@ impl fmt::Display for PathError {
             PathError::Expand(what, e) => write!(f, "configuration error: {what}: {e}"),
             PathError::Expand24(what, e) => write!(f, "configuration error: {what}: {e}"),
             PathError::Refused(m) => write!(f, "refused: {m}"),
+            PathError::Index { error, .. } => error.fmt(f),
         }
     }
 }
 
 impl std::error::Error for PathError {}
+
+impl PathError {
+    /// Whether the template itself is wrong (an unknown variable or filter,
+    /// bad syntax), whatever the user's values.
+    pub fn is_template_error(&self) -> bool {
+        match self {
+            PathError::Expand(_, e) => matches!(
+                e,
+                ExpandError::UnknownVariable(_) | ExpandError::Malformed { .. }
+            ),
+            PathError::Expand24(_, e) => matches!(
+                e,
+                var24::ExpandError::Syntax { .. }
+                    | var24::ExpandError::UnknownVariable(_)
+                    | var24::ExpandError::UnsupportedFilter(_)
+            ),
+            _ => false,
+        }
+    }
+}
 
 /// The paths this program works on for one user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -347,7 +378,7 @@ fn resolve_templates(t: &Templates<'_>, vars: &Vars<'_>) -> Result<UserPaths, Pa
     let names = t.names;
     let config = |m: &str| PathError::Config(m.to_string());
 
-    // INDEX: `INDEX=` when set, else the mail root.
+    // INDEX must be on disk somewhere (it is worked out last, below).
     if t.index_in_memory {
         return Err(match names.syntax {
             Syntax::V23 => config(
@@ -367,11 +398,61 @@ fn resolve_templates(t: &Templates<'_>, vars: &Vars<'_>) -> Result<UserPaths, Pa
             ),
         });
     }
+
+    // LISTINDEX: the root, the depth below it, the file name.
+    let (layout, user_part_template) = list_layout(t, vars)?;
+    let (root, depth) = (layout.root, layout.depth);
+
+    // The user's part must be `depth` plain names below the root.
+    let user_part = names.syntax.expand(names.list, &user_part_template, vars)?;
+    check_no_new_colon(names, &user_part_template, &user_part, names.list)?;
+    let parts = user_parts(&user_part, depth).ok_or_else(|| {
+        PathError::Refused(format!(
+            "the {} directory for this user, {}{}, is not {depth} plain names below {}",
+            names.list,
+            root.shown(),
+            crate::log::printable(&user_part, 200),
+            root.shown()
+        ))
+    })?;
+    let mut listindex = root.clone();
+    for part in &parts {
+        listindex.push(part);
+    }
+
+    let mut paths = UserPaths {
+        index: PathBuf::new(),
+        listindex_root: root,
+        listindex,
+        listindex_parts: parts,
+        prefix: layout.prefix,
+    };
+
+    // INDEX last: when only it fails, LISTINDEX is still known, and the
+    // list index there can still be dropped.
+    match index_path(t, vars) {
+        Ok(index) => {
+            paths.index = index;
+            Ok(paths)
+        }
+        // A mistake in the template itself is the operator's, like one in
+        // LISTINDEX: report it and touch nothing, for every user alike.
+        Err(error) if error.is_template_error() => Err(error),
+        Err(error) => Err(PathError::Index {
+            paths: Box::new(paths),
+            error: Box::new(error),
+        }),
+    }
+}
+
+/// INDEX for one user: expanded, absolute, and without `.` or `..` parts.
+fn index_path(t: &Templates<'_>, vars: &Vars<'_>) -> Result<PathBuf, PathError> {
+    let names = t.names;
     let index = expand_path(names, t.index_setting, t.index, vars)?;
     if !index.is_absolute() {
         return Err(PathError::Config(format!(
             "INDEX {} is not an absolute path",
-            index.display()
+            index.shown()
         )));
     }
     if index
@@ -385,35 +466,7 @@ fn resolve_templates(t: &Templates<'_>, vars: &Vars<'_>) -> Result<UserPaths, Pa
             crate::log::printable(index.as_os_str().as_bytes(), 200)
         )));
     }
-
-    // LISTINDEX: the root, the depth below it, the file name.
-    let (layout, user_part_template) = list_layout(t, vars)?;
-    let (root, depth) = (layout.root, layout.depth);
-
-    // The user's part must be `depth` plain names below the root.
-    let user_part = names.syntax.expand(names.list, &user_part_template, vars)?;
-    check_no_new_colon(names, &user_part_template, &user_part, names.list)?;
-    let parts = user_parts(&user_part, depth).ok_or_else(|| {
-        PathError::Refused(format!(
-            "the {} directory for this user, {}{}, is not {depth} plain names below {}",
-            names.list,
-            root.display(),
-            crate::log::printable(&user_part, 200),
-            root.display()
-        ))
-    })?;
-    let mut listindex = root.clone();
-    for part in &parts {
-        listindex.push(part);
-    }
-
-    Ok(UserPaths {
-        index,
-        listindex_root: root,
-        listindex,
-        listindex_parts: parts,
-        prefix: layout.prefix,
-    })
+    Ok(index)
 }
 
 /// Where every user's LISTINDEX lives: what the cleaner walks.
@@ -588,7 +641,7 @@ fn check_no_new_colon(
 /// The list index file name must be a plain name that the record file
 /// name does not start with (or dropping the list index would drop it).
 fn check_prefix(names: &Names, prefix: &[u8]) -> Result<(), PathError> {
-    if prefix.is_empty() || prefix == b"." || prefix == b".." {
+    if prefix.is_empty() || prefix == b"." || prefix == b".." || prefix.contains(&0) {
         return Err(PathError::Config(format!(
             "{} must end in a file name, e.g. {}",
             names.list, names.example
@@ -728,7 +781,7 @@ mod tests {
     #[case(b"maildir:~/M:LISTINDEX=/l/%u/%q/x", "unknown variable")]
     #[case(b"maildir:relative:LISTINDEX=/l/%u/x", "not an absolute")]
     fn config_errors(#[case] input: &[u8], #[case] needle: &str) {
-        let e = resolve(input, &vars(b"bob", Some(b"/h/bob"))).unwrap_err();
+        let e = index_cause(resolve(input, &vars(b"bob", Some(b"/h/bob"))).unwrap_err());
         assert!(
             matches!(e, PathError::Config(_) | PathError::Expand(..)),
             "{e:?}"
@@ -736,12 +789,32 @@ mod tests {
         assert!(e.to_string().contains(needle), "{e}");
     }
 
+    /// What went wrong with INDEX when only INDEX failed (checking that
+    /// LISTINDEX was still worked out), else the error itself.
+    fn index_cause(e: PathError) -> PathError {
+        match e {
+            PathError::Index { paths, error } => {
+                assert!(paths.listindex.starts_with(&paths.listindex_root));
+                assert_eq!(paths.index, PathBuf::new());
+                *error
+            }
+            other => other,
+        }
+    }
+
     #[test]
-    fn missing_home_is_a_config_error() {
+    fn missing_home_fails_index_only() {
         let e = resolve(LOC, &vars(b"bob", None)).unwrap_err();
-        assert!(e.to_string().contains("HOME"), "{e}");
+        let PathError::Index { paths, error } = e else {
+            panic!("{e:?}");
+        };
+        assert_eq!(
+            paths.listindex,
+            Path::new("/dev/shm/dovecot-listindex/ca/bob")
+        );
+        assert!(error.to_string().contains("HOME"), "{error}");
         let e = resolve(b"maildir:/m/%h:LISTINDEX=/l/%u/x", &vars(b"bob", None)).unwrap_err();
-        assert!(matches!(e, PathError::Expand(..)), "{e:?}");
+        assert!(matches!(index_cause(e), PathError::Expand(..)));
     }
 
     #[rstest]
@@ -786,10 +859,10 @@ mod tests {
     #[test]
     fn home_with_dot_dot_is_refused() {
         for home in [&b"/home/../etc"[..], b"/home/./x", b"/h/x/.."] {
-            let e = resolve(LOC, &vars(b"bob", Some(home))).unwrap_err();
+            let e = index_cause(resolve(LOC, &vars(b"bob", Some(home))).unwrap_err());
             assert!(matches!(e, PathError::Refused(_)), "{home:?}: {e:?}");
         }
-        let e = resolve(LOC, &vars(b"bob", Some(b"relative/home"))).unwrap_err();
+        let e = index_cause(resolve(LOC, &vars(b"bob", Some(b"relative/home"))).unwrap_err());
         assert!(matches!(e, PathError::Config(_)), "{e:?}");
     }
 
@@ -868,7 +941,7 @@ mod tests {
             mail_index_path: index,
             mailbox_list_index_prefix: list,
         };
-        let e = resolve_24(&set, &vars(b"bob", Some(b"/h/bob"))).unwrap_err();
+        let e = index_cause(resolve_24(&set, &vars(b"bob", Some(b"/h/bob"))).unwrap_err());
         assert!(
             matches!(e, PathError::Config(_) | PathError::Expand24(..)),
             "{e:?}"

@@ -115,7 +115,7 @@ fn help(what: &OsStr) -> i32 {
 /// Only returns (with an exit status) when there is nothing to exec or
 /// exec failed.
 fn postlogin(args: &[OsString]) -> i32 {
-    let mut log = Logger::new(LogTarget::Syslog);
+    let mut log = Logger::new(LogTarget::Early);
 
     // Options end at the first word that is not one; the rest is the command.
     let mut config: Option<&OsStr> = None;

@@ -5,6 +5,7 @@
 //! plain stat() may answer from its attribute cache. Every operation is
 //! retried on ESTALE.
 
+use crate::log::Shown;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
@@ -32,7 +33,7 @@ impl std::fmt::Display for ReadError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ReadError::NotRegular(path) => {
-                write!(f, "{} is not a regular file", path.display())
+                write!(f, "{} is not a regular file", path.shown())
             }
             ReadError::Sys(e) => e.fmt(f),
         }
@@ -55,7 +56,7 @@ impl std::fmt::Display for WriteError {
             WriteError::IndexMissing(path) => write!(
                 f,
                 "INDEX {} does not exist (a new user, or NFS is not mounted)",
-                path.display()
+                path.shown()
             ),
             WriteError::Sys(e) => e.fmt(f),
         }
@@ -134,7 +135,7 @@ pub fn write_stamp(index: &Path, host: &str) -> Result<Stamp, WriteError> {
             })
             .ctx(
                 "rename",
-                Path::new(&format!("{} -> {}", tmp.display(), target.display())),
+                Path::new(&format!("{} -> {}", tmp.shown(), target.shown())),
             )
         });
     if let Err(e) = written {

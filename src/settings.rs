@@ -1,6 +1,7 @@
 //! The settings file (`key = value` lines, `#` comments) and the per-user
 //! overrides that arrive from Dovecot's userdb as environment variables.
 
+use crate::log::Shown;
 use std::ffi::OsStr;
 use std::fmt;
 use std::os::unix::ffi::OsStrExt;
@@ -116,12 +117,12 @@ pub struct ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.line == 0 {
-            write!(f, "{}: {}", self.file.display(), self.message)
+            write!(f, "{}: {}", self.file.shown(), self.message)
         } else {
             write!(
                 f,
                 "{} line {}: {}",
-                self.file.display(),
+                self.file.shown(),
                 self.line,
                 self.message
             )
@@ -238,9 +239,9 @@ pub fn parse(text: &[u8], file: &Path) -> Loaded {
             Ok(Line::Blank) => {}
             Ok(Line::Set(key)) => {
                 if key == "mail_location" {
-                    settings.mail_location_origin = format!("{} line {line}", file.display());
+                    settings.mail_location_origin = format!("{} line {line}", file.shown());
                 } else if KEYS_24.contains(&key) && settings.mail_settings_origin.is_empty() {
-                    settings.mail_settings_origin = format!("{} line {line}", file.display());
+                    settings.mail_settings_origin = format!("{} line {line}", file.shown());
                 }
                 seen.push((key, line));
             }
@@ -296,6 +297,9 @@ fn parse_line(
 ) -> Result<Line, String> {
     let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
     let raw = std::str::from_utf8(raw).map_err(|_| "not valid UTF-8".to_string())?;
+    if raw.chars().any(|c| c.is_control() && c != '\t') {
+        return Err("contains a control character (a NUL byte?)".to_string());
+    }
     let content = raw.trim();
     if content.is_empty() || content.starts_with('#') {
         return Ok(Line::Blank);

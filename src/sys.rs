@@ -1,6 +1,7 @@
 //! System-call errors that carry the operation and the path, and the one
 //! bounded retry loop used for every NFS access.
 
+use crate::log::Shown;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -50,12 +51,12 @@ impl SysError {
 impl fmt::Display for SysError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.reason {
-            Some(reason) => write!(f, "{}({}): {reason}", self.op, self.path.display()),
+            Some(reason) => write!(f, "{}({}): {reason}", self.op, self.path.shown()),
             None => write!(
                 f,
                 "{}({}): {}",
                 self.op,
-                self.path.display(),
+                self.path.shown(),
                 self.errno.desc()
             ),
         }

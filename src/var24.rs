@@ -402,6 +402,9 @@ impl<'t> Parser<'t> {
                 None => return self.error("number too large"),
             };
         }
+        if n > i64::from(crate::varexpand::NUMBER_MAX) {
+            return self.error("number too large");
+        }
         Ok(if negative { -n } else { n })
     }
 
@@ -738,7 +741,8 @@ fn apply(s: &Statement, state: &mut State, vars: &Vars<'_>) -> Result<(), Expand
                 _ => return Err(fail("too many positional parameters")),
             };
             let value = input(state, "hex")?;
-            let n = crate::varexpand::parse_ullong(&value).ok_or_else(|| fail("input is not a number"))?;
+            let n = crate::varexpand::parse_ullong(&value)
+                .ok_or_else(|| fail("input is not a number"))?;
             state.value = Some(fit(format!("{n:x}").into_bytes(), width));
         }
         b"hexlify" => {

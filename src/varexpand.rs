@@ -272,8 +272,14 @@ fn read_number(t: &[u8], pos: &mut usize) -> Option<i32> {
         n = n.checked_mul(10)?.checked_add(i32::from(b - b'0'))?;
         *pos += 1;
     }
-    Some(n)
+    (n <= NUMBER_MAX).then_some(n)
 }
+
+/// The largest offset or width accepted. Dovecot takes any `int`, but a
+/// path part is at most 255 bytes, and padding a value to a width of a
+/// billion would allocate a gigabyte on every login: anything larger than
+/// this is a mistake in the template, reported as one.
+pub const NUMBER_MAX: i32 = 65536;
 
 /// Finds the value of `key`.
 fn lookup<'a>(key: &Key<'_>, vars: &Vars<'a>) -> Result<&'a [u8], ExpandError> {
@@ -800,8 +806,24 @@ mod tests {
     }
 
     #[test]
-    fn largest_int_width_is_accepted() {
-        assert_eq!(ok("%2147483647u", "bob"), "bob");
+    fn width_is_bounded() {
+        assert_eq!(ok("%65536u", "bob"), "bob");
+        assert_eq!(ok("%065536u", "bob").len(), 65536);
+        for template in [
+            "%65537u",
+            "%2147483647u",
+            "%01000000000u",
+            "%1000000000.256Nu",
+        ] {
+            assert_eq!(
+                expand(template.as_bytes(), &vars(b"bob")),
+                Err(ExpandError::Malformed {
+                    offset: 0,
+                    reason: "number too large"
+                }),
+                "{template}"
+            );
+        }
     }
 
     #[rstest]
