@@ -242,7 +242,7 @@ pub fn main(args: &[OsString]) -> i32 {
     };
     let result = match command {
         Command::Help => {
-            print!("{USAGE}");
+            print!("{}", crate::help::text(&crate::help::USERCACHE));
             return EXIT_OK;
         }
         Command::Clean(args) => run_clean(&args),
