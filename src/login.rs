@@ -174,7 +174,8 @@ pub fn check(config: Option<&OsStr>, log: &mut Logger) -> Outcome {
             }
             Err(e) => {
                 log.error(format_args!("{e}: list index not checked"));
-                return Outcome::Skipped;
+                stamp_anyway(&paths, index_error.is_none(), &settings, log);
+                return Outcome::Dropped;
             }
         };
         match UserLock::acquire(dir.as_fd(), &paths.listindex, Wait::Bounded) {
@@ -187,11 +188,13 @@ pub fn check(config: Option<&OsStr>, log: &mut Logger) -> Outcome {
                     crate::lock::LOCK_WAIT.as_secs()
                 ));
                 drop_unlocked(dir.as_fd(), &paths, log);
+                stamp_anyway(&paths, index_error.is_none(), &settings, log);
                 return Outcome::Dropped;
             }
             Err(e) => {
                 log.error(format_args!("{e}: dropping the list index"));
                 drop_unlocked(dir.as_fd(), &paths, log);
+                stamp_anyway(&paths, index_error.is_none(), &settings, log);
                 return Outcome::Dropped;
             }
         }
@@ -252,6 +255,7 @@ fn check_locked(
         Err(e) => {
             log.error(format_args!("{e}: dropping the list index"));
             drop_locked(lock, dir, paths, log);
+            stamp_anyway(paths, true, settings, log);
             return Outcome::Dropped;
         }
     };
@@ -269,7 +273,10 @@ fn check_locked(
     } else {
         match drop_locked(lock, dir, paths, log) {
             Some(dropped) => dropped,
-            None => return Outcome::Dropped,
+            None => {
+                stamp_anyway(paths, true, settings, log);
+                return Outcome::Dropped;
+            }
         }
     };
     if dropped > 0 {
@@ -423,6 +430,27 @@ fn drop_locked(
 fn drop_unlocked(dir: BorrowedFd<'_>, paths: &UserPaths, log: &Logger) {
     if let Err(e) = listindex::drop_files(dir, &paths.listindex, &paths.prefix) {
         log.error(format_args!("{e}: the list index may be stale"));
+    }
+}
+
+/// Renews INDEX/.lasthost when this backend could not check or record the
+/// user properly but serves the user all the same: every other backend's
+/// record then stops matching, and they drop their list indexes at the next
+/// login instead of trusting them. Nothing is recorded locally, so this
+/// backend checks again next time. `index_known` is false when INDEX could
+/// not be worked out (then there is nothing to renew).
+fn stamp_anyway(paths: &UserPaths, index_known: bool, settings: &Settings, log: &Logger) {
+    if !index_known {
+        return;
+    }
+    match nfs::write_stamp(&paths.index, &host_name(settings)) {
+        Ok(_) | Err(WriteError::IndexMissing(_)) => {}
+        // A warning: the error that led here was logged already, and this
+        // one mostly shares its cause.
+        Err(WriteError::Sys(e)) => log.warning(format_args!(
+            "{e}: INDEX/.lasthost not renewed, other backends may keep their \
+             list indexes for this user"
+        )),
     }
 }
 

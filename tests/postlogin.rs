@@ -200,6 +200,39 @@ fn coming_back_after_another_backend_drops_only_the_list_index() {
     assert_record_matches_stamp(&h, Backend::A);
 }
 
+/// A backend that serves the user without being able to check (here: B's
+/// local record is a directory, so B cannot lock) must still renew
+/// INDEX/.lasthost, or A's record keeps matching and A serves its stale
+/// list index after the user changed folders on B. Found by the soak.
+#[test]
+fn a_backend_that_cannot_check_still_invalidates_the_others() {
+    let h = Harness::new();
+    h.create_index();
+    h.login(Backend::A).run().assert_quiet();
+    plant_list_index(&h, Backend::A);
+    let before = h.stamp();
+
+    let b_dir = h.listindex(Backend::B, USER);
+    h.mkdir_owned(&b_dir);
+    h.mkdir_owned(&b_dir.join(".lasthost"));
+    let run_b = h.login(Backend::B).run();
+    run_b.assert_ok();
+    assert!(!run_b.lines("Error").is_empty(), "{}", run_b.stderr);
+    // Catches B leaving INDEX/.lasthost as A recorded it.
+    let after = h.stamp();
+    assert_ne!(before, after, "B did not renew INDEX/.lasthost");
+    assert_names_host(&after, "backend-b");
+
+    // And so A drops its list index.
+    h.login(Backend::A).run().assert_ok();
+    for name in LIST_FILES {
+        assert!(
+            !h.listindex(Backend::A, USER).join(name).exists(),
+            "{name} was kept on A"
+        );
+    }
+}
+
 /// Design: always rewrite on a mismatch, even when the content already
 /// names this host, so two backends misconfigured with one host name still
 /// invalidate each other.
@@ -658,7 +691,8 @@ fn as_root_without_a_user_identity_nothing_is_touched(
 }
 
 /// A login that finds the user's lock held (the cleaner, or a stuck
-/// login) waits a bounded time, then drops the list index without the lock.
+/// login) waits a bounded time, then drops the list index without the lock
+/// and renews INDEX/.lasthost, leaving the record to the lock holder.
 #[test]
 fn a_held_lock_delays_the_login_boundedly_and_drops_the_list_index() {
     let h = Harness::new();
@@ -685,9 +719,13 @@ fn a_held_lock_delays_the_login_boundedly_and_drops_the_list_index() {
             for name in LIST_FILES {
                 assert!(!h.listindex(Backend::A, USER).join(name).exists());
             }
-            // Catches writing the record or the stamp without the lock.
+            // Catches writing the record without the lock.
             assert_eq!(fs::read(&record_path).expect("record"), record);
-            assert_eq!(h.stamp(), stamp);
+            // Catches serving the user without renewing INDEX/.lasthost:
+            // the other backends must stop trusting their list indexes
+            // (a renewal is a rename, atomic without our lock).
+            assert_ne!(h.stamp(), stamp, "INDEX/.lasthost not renewed");
+            assert_names_host(&h.stamp(), "backend-a");
         })
         .unwrap_or_else(|(_, e)| panic!("flock: {e}"));
 }
