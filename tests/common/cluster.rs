@@ -27,10 +27,17 @@ const START_ATTEMPTS: u32 = 3;
 /// Polling interval while waiting for Dovecot.
 const POLL: Duration = Duration::from_millis(50);
 
+/// Names a wrapper binary that replaces the one every `Postlogin::Wrapper`
+/// gives (scripts/package-test sets it to the installed
+/// `/usr/bin/nfs-hostchange`).
+pub const WRAPPER_ENV: &str = "NFSHC_WRAPPER";
+
 /// What `script-login -d` runs after a login.
 #[derive(Clone, Debug)]
 pub enum Postlogin {
-    /// The binary under test: `WRAPPER postlogin --config FILE`.
+    /// The binary under test: `WRAPPER postlogin --config FILE`. The
+    /// `NFSHC_WRAPPER` environment variable, when set and not empty,
+    /// replaces the path.
     Wrapper(PathBuf),
     /// Control run: `/usr/bin/env` only execs its arguments, which finishes
     /// the login unchanged, so Dovecot behaves as without the wrapper.
@@ -43,10 +50,19 @@ impl Postlogin {
             Postlogin::Control => Ok("/usr/bin/env".to_string()),
             Postlogin::Wrapper(bin) => Ok(format!(
                 "{} postlogin --config {}",
-                path_str(bin)?,
+                path_str(&wrapper_binary(bin))?,
                 path_str(wrapper_conf)?
             )),
         }
+    }
+}
+
+/// The wrapper a `Postlogin::Wrapper(bin)` runs: `NFSHC_WRAPPER` when set
+/// and not empty, else `bin`.
+pub fn wrapper_binary(bin: &Path) -> PathBuf {
+    match std::env::var_os(WRAPPER_ENV) {
+        Some(path) if !path.is_empty() => PathBuf::from(path),
+        _ => bin.to_path_buf(),
     }
 }
 
@@ -105,8 +121,16 @@ impl Cluster {
                 ..
             } = kind
             {
-                check_wrapper(bin)?;
+                let bin = wrapper_binary(bin);
+                check_wrapper(&bin)?;
+                if std::env::var_os(WRAPPER_ENV).is_some_and(|v| !v.is_empty()) {
+                    eprintln!("harness: wrapper from {WRAPPER_ENV}: {}", bin.display());
+                }
             }
+        }
+        let snippet = conf::snippet_source();
+        if std::env::var_os(conf::SNIPPET_ENV).is_some_and(|v| !v.is_empty()) {
+            eprintln!("harness: Dovecot snippet from {}", snippet.label);
         }
         let scratch = ScratchDir::new(label)?;
         let store = scratch.path().join("store");

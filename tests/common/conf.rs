@@ -1,6 +1,10 @@
 //! Renders the operator files in `conf.d/` for one test backend, by plain
 //! text substitution. Every substituted text must occur in the file, so the
 //! shipped files and these tests cannot drift apart unnoticed.
+//!
+//! `NFSHC_SNIPPET`, when set, names the Dovecot snippet to render instead of
+//! `conf.d/90-nfs-hostchange.conf`: the Debian package's example, which
+//! runs `/usr/bin/nfs-hostchange` (scripts/package-test sets it).
 
 use std::path::{Path, PathBuf};
 
@@ -13,6 +17,10 @@ pub const WRAPPER_CONF: &str = "nfs-hostchange.conf";
 pub const LISTINDEX_ROOT: &str = "/dev/shm/dovecot-listindex";
 /// The post-login command in the snippet; replaced by the binary under test.
 pub const POSTLOGIN_COMMAND: &str = "/usr/local/bin/nfs-hostchange postlogin";
+/// The post-login command in the Debian package's example snippet.
+pub const PACKAGED_POSTLOGIN_COMMAND: &str = "/usr/bin/nfs-hostchange postlogin";
+/// Names a snippet to render instead of `conf.d/90-nfs-hostchange.conf`.
+pub const SNIPPET_ENV: &str = "NFSHC_SNIPPET";
 /// The commented host name line of the wrapper configuration.
 pub const HOSTNAME_LINE: &str = "#nfs_hostchange_hostname = backend-a";
 
@@ -26,25 +34,72 @@ pub fn read_conf(name: &str) -> Result<String, String> {
     std::fs::read_to_string(&path).map_err(|e| format!("reading {}: {e}", path.display()))
 }
 
+/// The Dovecot snippet the backends run: the file `NFSHC_SNIPPET` names
+/// (with the packaged post-login command) when set and not empty, else
+/// `conf.d/90-nfs-hostchange.conf` (with the from-source one).
+pub struct SnippetSource {
+    pub path: PathBuf,
+    /// How errors name the file.
+    pub label: String,
+    /// The post-login command the file must contain.
+    pub postlogin_command: &'static str,
+}
+
+pub fn snippet_source() -> SnippetSource {
+    match std::env::var_os(SNIPPET_ENV) {
+        Some(path) if !path.is_empty() => {
+            let path = PathBuf::from(path);
+            SnippetSource {
+                label: format!("{} ({SNIPPET_ENV})", path.display()),
+                path,
+                postlogin_command: PACKAGED_POSTLOGIN_COMMAND,
+            }
+        }
+        _ => SnippetSource {
+            path: conf_dir().join(SNIPPET),
+            label: format!("conf.d/{SNIPPET}"),
+            postlogin_command: POSTLOGIN_COMMAND,
+        },
+    }
+}
+
+/// The text of the snippet `snippet_source` names.
+pub fn read_snippet() -> Result<(SnippetSource, String), String> {
+    let source = snippet_source();
+    let text = std::fs::read_to_string(&source.path)
+        .map_err(|e| format!("reading {}: {e}", source.label))?;
+    Ok((source, text))
+}
+
 /// Replaces every occurrence of `from`, which must occur at least once.
 fn substitute(text: &str, file: &str, from: &str, to: &str) -> Result<String, String> {
+    substitute_in(text, &format!("conf.d/{file}"), from, to)
+}
+
+/// `substitute` for a file named by `label`.
+fn substitute_in(text: &str, label: &str, from: &str, to: &str) -> Result<String, String> {
     if !text.contains(from) {
         return Err(format!(
-            "conf.d/{file} no longer contains {from:?}; the test harness \
+            "{label} no longer contains {from:?}; the test harness \
              (tests/common/conf.rs) substitutes it and must be updated with it"
         ));
     }
     Ok(text.replace(from, to))
 }
 
-/// `conf.d/90-nfs-hostchange.conf` for one backend: its own LISTINDEX root,
-/// and `postlogin_command` (the words after `script-login -d`) instead of
-/// the installed wrapper.
+/// `conf.d/90-nfs-hostchange.conf` (or the `NFSHC_SNIPPET` file) for one
+/// backend: its own LISTINDEX root, and `postlogin_command` (the words after
+/// `script-login -d`) instead of the installed wrapper.
 pub fn render_snippet(listindex_root: &Path, postlogin_command: &str) -> Result<String, String> {
-    let text = read_conf(SNIPPET)?;
+    let (source, text) = read_snippet()?;
     let root = path_str(listindex_root)?;
-    let text = substitute(&text, SNIPPET, LISTINDEX_ROOT, root)?;
-    substitute(&text, SNIPPET, POSTLOGIN_COMMAND, postlogin_command)
+    let text = substitute_in(&text, &source.label, LISTINDEX_ROOT, root)?;
+    substitute_in(
+        &text,
+        &source.label,
+        source.postlogin_command,
+        postlogin_command,
+    )
 }
 
 /// `conf.d/nfs-hostchange.conf` for one backend: its own LISTINDEX root and
@@ -122,9 +177,9 @@ fn without_listindex(location: &str) -> Result<String, String> {
 /// INDEX, on the shared store), the list index on with the same NFS
 /// optimisation, and no post-login service.
 pub fn render_old_snippet() -> Result<String, String> {
-    let shipped = read_conf(SNIPPET)?;
+    let (source, shipped) = read_snippet()?;
     let location =
-        mail_location(&shipped).ok_or_else(|| format!("conf.d/{SNIPPET} sets no mail_location"))?;
+        mail_location(&shipped).ok_or_else(|| format!("{} sets no mail_location", source.label))?;
     let location = without_listindex(location)?;
     Ok(format!(
         "# An OLD backend (no nfs-hostchange), written by tests/common/conf.rs:
