@@ -2,6 +2,7 @@
 """Login-overhead benchmark for `nfs-hostchange postlogin` (issue 6).
 
     python3 benches/login.py                            # build as is, measure, print Markdown
+    python3 benches/login.py --dist                     # the deployment build (scripts/build-dist)
     python3 benches/login.py --variant static+lto+cgu1  # the same for one release-profile variant
     python3 benches/login.py --variants                 # build and compare every variant
     python3 benches/login.py --compare a=BIN b=BIN      # compare prebuilt wrapper binaries
@@ -825,6 +826,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--binary", help="measure this binary instead of building the repo's")
     p.add_argument(
+        "--dist",
+        action="store_true",
+        help="build with scripts/build-dist (profile dist, static) and measure that binary",
+    )
+    p.add_argument(
         "--variant",
         choices=[v.name for v in VARIANTS],
         help="build the repo with this release-profile variant (see --variants) instead of as is",
@@ -872,6 +878,16 @@ def main() -> None:
         if args.binary:
             binary = Path(args.binary).resolve()
             args.built_as = f"`{binary}`"
+        elif args.dist:
+            log("scripts/build-dist")
+            proc = subprocess.run(
+                [str(REPO / "scripts" / "build-dist")], cwd=REPO, capture_output=True, text=True
+            )
+            if proc.returncode != 0:
+                sys.stderr.write(proc.stderr)
+                raise SystemExit("login.py: scripts/build-dist failed")
+            binary = Path(proc.stdout.strip().splitlines()[-1])
+            args.built_as = "`scripts/build-dist` (profile dist: LTO, 1 codegen unit, +crt-static)"
         elif args.variant:
             variant = next(v for v in VARIANTS if v.name == args.variant)
             log(f"cargo build --release, variant {variant.name}")

@@ -50,28 +50,122 @@ fn open_or_make_at(parent: BorrowedFd<'_>, name: &OsStr, path: &Path) -> Result<
 /// to `uid` (the identity files are created with) or to root, and must not
 /// be writable by others unless it has the sticky bit.
 pub fn open_or_create(paths: &UserPaths, uid: u32) -> Result<OwnedFd, SysError> {
+    open_or_create_keeping(paths, uid, &mut Vec::new())
+}
+
+/// [`open_or_create`], leaving the descriptors it opened on the way (the
+/// root, the directories between) in `keep` instead of closing them: the
+/// login leaves them to its exec (they are close-on-exec), which saves a
+/// close() each.
+///
+/// The common case, where everything exists, takes three calls: the root
+/// opened by its path (symlinks followed before its last component only,
+/// as the step-by-step way below does), its check, and one openat2() of
+/// the rest below it that refuses every symlink and any way out of the
+/// root. Something missing there (ENOENT) is created step by step from the
+/// root already open; openat2() unavailable (ENOSYS, or EPERM from a
+/// seccomp filter) or failing otherwise (a symlink, a file in the way) is
+/// left to the same step-by-step way, which reports what is wrong.
+pub fn open_or_create_keeping(
+    paths: &UserPaths,
+    uid: u32,
+    keep: &mut Vec<OwnedFd>,
+) -> Result<OwnedFd, SysError> {
     let root = &paths.listindex_root;
-    let mut dir = match root.parent() {
-        Some(parent) => {
-            let name = root.file_name().unwrap_or(OsStr::new("/"));
-            // The path up to the root's parent is the administrator's and
-            // may hold symlinks (/var/run -> /run): follow them there only.
-            let parent_flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-            let parent_fd = retry_eintr(|| openat(AT_FDCWD, parent, parent_flags, Mode::empty()))
-                .ctx("open", parent)?;
-            open_or_make_at(parent_fd.as_fd(), name, root)?
-        }
-        None => {
-            retry_eintr(|| openat(AT_FDCWD, root, dir_flags(), Mode::empty())).ctx("open", root)?
-        }
+    let mut dir = match retry_eintr(|| openat(AT_FDCWD, root, dir_flags(), Mode::empty())) {
+        Ok(dir) => dir,
+        // Missing (to be created), or wrong: the step-by-step way creates
+        // it or reports what is wrong, as it always did.
+        Err(_) => open_or_create_root(root, keep)?,
     };
     check_root(&dir, root, uid)?;
+    if paths.listindex_parts.is_empty() {
+        return Ok(dir);
+    }
+    if let Some(below) = openat2_beneath(dir.as_fd(), &paths.listindex_parts) {
+        keep.push(dir);
+        return Ok(below);
+    }
     let mut path = root.clone();
     for part in &paths.listindex_parts {
         path.push(part);
-        dir = open_or_make_at(dir.as_fd(), part, &path)?;
+        let next = open_or_make_at(dir.as_fd(), part, &path)?;
+        keep.push(std::mem::replace(&mut dir, next));
     }
     Ok(dir)
+}
+
+/// Opens the LISTINDEX root one step at a time: its parent (following
+/// symlinks: the path up to there is the administrator's and may hold some,
+/// /var/run -> /run), then the root in it without following one, creating
+/// it when missing.
+fn open_or_create_root(root: &Path, keep: &mut Vec<OwnedFd>) -> Result<OwnedFd, SysError> {
+    match root.parent() {
+        Some(parent) => {
+            let name = root.file_name().unwrap_or(OsStr::new("/"));
+            let parent_flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+            let parent_fd = retry_eintr(|| openat(AT_FDCWD, parent, parent_flags, Mode::empty()))
+                .ctx("open", parent)?;
+            let dir = open_or_make_at(parent_fd.as_fd(), name, root)?;
+            keep.push(parent_fd);
+            Ok(dir)
+        }
+        None => {
+            retry_eintr(|| openat(AT_FDCWD, root, dir_flags(), Mode::empty())).ctx("open", root)
+        }
+    }
+}
+
+/// `struct open_how` of linux/openat2.h (libc's is `non_exhaustive`).
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+
+/// Opens the directory `parts` (joined by slashes) below `root` in one
+/// openat2() that follows no symlink (nor /proc magic link) and does not
+/// leave `root`. `None` when that fails for any reason: the caller then
+/// goes step by step.
+fn openat2_beneath(root: BorrowedFd<'_>, parts: &[std::ffi::OsString]) -> Option<OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let mut below = Vec::with_capacity(64);
+    for part in parts {
+        if !below.is_empty() {
+            below.push(b'/');
+        }
+        below.extend_from_slice(part.as_bytes());
+    }
+    let below = std::ffi::CString::new(below).ok()?;
+    let how = OpenHow {
+        flags: (libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS,
+    };
+    loop {
+        // SAFETY: `below` is a NUL-terminated string and `how` has the
+        // layout of struct open_how; both live across the call, and the
+        // size passed is that of `how`. The kernel only reads them.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                root.as_raw_fd(),
+                below.as_ptr(),
+                &how as *const OpenHow,
+                std::mem::size_of::<OpenHow>(),
+            )
+        };
+        if fd >= 0 {
+            let fd = i32::try_from(fd).ok()?;
+            // SAFETY: openat2() just returned this descriptor, open and
+            // owned by nothing else.
+            return Some(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+        if Errno::last() != Errno::EINTR {
+            return None;
+        }
+    }
 }
 
 /// The ownership and mode rules for the LISTINDEX root (see

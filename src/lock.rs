@@ -2,6 +2,7 @@
 //! host record itself. Logins wait for it a bounded time; the cleaner only
 //! tries it.
 
+use std::cell::Cell;
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -10,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::fcntl::{openat, AtFlags, Flock, FlockArg, OFlag};
-use nix::sys::stat::{fstat, fstatat, futimens, Mode};
+use nix::fcntl::{openat, Flock, FlockArg, OFlag};
+use nix::sys::stat::{fstat, futimens, Mode};
 use nix::sys::time::TimeSpec;
 use nix::unistd::ftruncate;
 
@@ -68,6 +69,10 @@ impl From<SysError> for LockError {
 pub struct UserLock {
     file: Flock<File>,
     path: PathBuf,
+    /// The record's size: as fstat() saw it right after locking, then as
+    /// [`UserLock::write_record`] left it. Only the holder writes the
+    /// record, so this is its size for as long as the lock is held.
+    size: Cell<u64>,
 }
 
 /// Whether to wait for a held lock.
@@ -106,13 +111,25 @@ impl UserLock {
     }
 
     /// Reads the record. Locked: only the holder calls this.
+    ///
+    /// Reads as many bytes as the record holds (at most [`RECORD_MAX`]),
+    /// known from the fstat() done when locking: one read(), and none just
+    /// to see the end. Should the file be shorter after all, the read
+    /// stops at its end.
     pub fn read_record(&self) -> Result<Vec<u8>, SysError> {
-        let mut data = Vec::new();
-        let mut reader = (&*self.file).take(RECORD_MAX);
+        let want = self.size.get().min(RECORD_MAX) as usize;
+        let mut data = vec![0u8; want];
+        let mut len = 0;
         // The file offset is 0: the descriptor is fresh and writes use pwrite.
-        reader
-            .read_to_end(&mut data)
-            .map_err(|e| io_error("read", &self.path, e))?;
+        while len < want {
+            match (&*self.file).read(&mut data[len..]) {
+                Ok(0) => break,
+                Ok(n) => len += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io_error("read", &self.path, e)),
+            }
+        }
+        data.truncate(len);
         Ok(data)
     }
 
@@ -120,9 +137,14 @@ impl UserLock {
     /// A crash half-way leaves a truncated record, which never matches.
     pub fn write_record(&self, data: &[u8]) -> Result<(), SysError> {
         retry_eintr(|| ftruncate(self.file.as_fd(), 0)).ctx("ftruncate", &self.path)?;
-        self.file
-            .write_all_at(data, 0)
-            .map_err(|e| io_error("write", &self.path, e))
+        self.size.set(0);
+        let written = self.file.write_all_at(data, 0);
+        // After a failed write the size is unknown: the most it can be.
+        self.size.set(match written {
+            Ok(()) => data.len() as u64,
+            Err(_) => RECORD_MAX,
+        });
+        written.map_err(|e| io_error("write", &self.path, e))
     }
 
     /// Sets the record's atime and mtime to now: the cleaner ages users by
@@ -148,7 +170,7 @@ impl UserLock {
 }
 
 /// Opens `dir/.lasthost` (creating it when `create`), locks it, and checks
-/// that the path still names the locked inode, starting over if not. `None`
+/// that the locked file is still the record, starting over if not. `None`
 /// when it does not exist (with `create`: when the directory is gone).
 fn open_and_lock(
     dir: BorrowedFd<'_>,
@@ -171,14 +193,25 @@ fn open_and_lock(
         };
         let file = lock_until(File::from(fd), deadline, wait, &path)?;
 
-        // Verify: the path must still name the inode we locked.
+        // Verify that the file we locked is still the record, by its link
+        // count on the locked descriptor rather than by a second look at
+        // the path (fstatat, one more system call per login). This is
+        // enough because a record leaves its path only by being unlinked,
+        // and only under its lock: the cleaner (usercache.rs,
+        // `remove_user_locked`, and the record it created to lock a user
+        // without one) unlinks `.lasthost` while holding the lock, and no
+        // code renames a record or renames anything over one. So a file
+        // that we hold the lock on and that still has a link was not
+        // removed by anyone obeying the lock, and it is the one at the
+        // path; one with no link left was removed while we waited, and we
+        // start over (and find the directory gone, or a new record). Only
+        // the user owning the directory could break this, by hard-linking
+        // the record elsewhere before removing it, and that spoils nothing
+        // but the user's own cache.
         let locked = fstat(file.as_fd()).ctx("fstat", &path)?;
-        match fstatat(dir, LASTHOST, AtFlags::AT_SYMLINK_NOFOLLOW) {
-            Ok(now) if now.st_ino == locked.st_ino && now.st_dev == locked.st_dev => {
-                return Ok(Some(UserLock { file, path }));
-            }
-            Ok(_) | Err(Errno::ENOENT) => continue,
-            Err(errno) => return Err(SysError::new("stat", &path, errno).into()),
+        if locked.st_nlink > 0 {
+            let size = Cell::new(u64::try_from(locked.st_size).unwrap_or(0));
+            return Ok(Some(UserLock { file, path, size }));
         }
     }
     Err(LockError::Busy)

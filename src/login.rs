@@ -7,10 +7,26 @@
 
 use crate::log::Shown;
 use std::ffi::OsStr;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
 use nix::unistd::{geteuid, setfsgid, setfsuid, Gid, Uid};
+
+/// The effective uid, as the kernel passed it at exec (AT_EUID in the
+/// auxiliary vector): glibc's geteuid() is a system call every time, this
+/// is none. Nothing in this program changes the effective uid before the
+/// login check, so the two agree. Should the vector lack the entry
+/// (getauxval then fails with ENOENT), it asks the kernel.
+fn effective_uid() -> Uid {
+    nix::errno::Errno::clear();
+    // SAFETY: getauxval only reads the auxiliary vector the C library
+    // saved at start-up; it takes no pointer.
+    let euid = unsafe { libc::getauxval(libc::AT_EUID) };
+    if euid == 0 && nix::errno::Errno::last() == nix::errno::Errno::ENOENT {
+        return geteuid();
+    }
+    Uid::from_raw(euid as u32)
+}
 
 use crate::listindex;
 use crate::lock::{LockError, UserLock, Wait};
@@ -38,6 +54,30 @@ pub enum Outcome {
     /// Nothing was checked or touched (bad settings, a refused user name,
     /// no identity to act as): the login goes on as if without this program.
     Skipped,
+}
+
+/// What the check leaves open: the user's lock and the descriptors it
+/// opened (settings file, LISTINDEX directories, INDEX/.lasthost). All are
+/// close-on-exec, so the login's exec releases the lock and closes them:
+/// the program calls `std::mem::forget` on this right before its exec,
+/// saving an unlock and a close() each. Dropped (when the exec fails, or in
+/// tests), it unlocks and closes as usual.
+#[derive(Debug, Default)]
+#[must_use = "dropping it releases the lock and closes the descriptors now"]
+pub struct Held {
+    /// The user's lock, when it was taken.
+    pub lock: Option<UserLock>,
+    /// Descriptors left open.
+    pub fds: Vec<OwnedFd>,
+}
+
+/// What [`check`] gives back.
+#[derive(Debug)]
+pub struct Checked {
+    /// What the check did.
+    pub outcome: Outcome,
+    /// What it left open for the exec to close.
+    pub held: Held,
 }
 
 /// The variables Dovecot passes to a post-login script (or a checkpassword
@@ -79,8 +119,16 @@ impl LoginEnv {
 
 /// Runs the check for the user in the environment. `config` is the
 /// `--config` option. Never fails: what went wrong is logged, and the
-/// caller execs the next program whatever the outcome.
-pub fn check(config: Option<&OsStr>, log: &mut Logger) -> Outcome {
+/// caller execs the next program whatever the outcome. The lock and the
+/// descriptors come back in [`Checked::held`], still held: see [`Held`].
+pub fn check(config: Option<&OsStr>, log: &mut Logger) -> Checked {
+    let mut held = Held::default();
+    let outcome = check_holding(config, log, &mut held);
+    Checked { outcome, held }
+}
+
+/// [`check`], leaving what stays open in `held`.
+fn check_holding(config: Option<&OsStr>, log: &mut Logger, held: &mut Held) -> Outcome {
     let env = LoginEnv::from_env();
     if let Some(user) = env.user.as_deref() {
         log.set_user(user);
@@ -89,7 +137,7 @@ pub fn check(config: Option<&OsStr>, log: &mut Logger) -> Outcome {
     // Settings first, so that every later line goes where they say; until
     // then lines go to syslog and stderr both.
     let (path, explicit) = settings::config_path(config);
-    let loaded = match settings::load(&path, explicit) {
+    let loaded = match settings::load_keeping(&path, explicit, &mut held.fds) {
         Ok(loaded) => loaded,
         Err(e) => {
             log.error(format_args!("{e}: list index not checked"));
@@ -164,7 +212,7 @@ pub fn check(config: Option<&OsStr>, log: &mut Logger) -> Outcome {
     // the directory while we waited for the lock, open it again.
     let mut attempts = 0;
     let (dir, lock) = loop {
-        let dir = match listindex::open_or_create(&paths, uid) {
+        let dir = match listindex::open_or_create_keeping(&paths, uid, &mut held.fds) {
             Ok(dir) => dir,
             // The cleaner removed a directory on the way down between our
             // opening it and creating the next one in it: start over.
@@ -200,7 +248,7 @@ pub fn check(config: Option<&OsStr>, log: &mut Logger) -> Outcome {
         }
     };
     let outcome = match index_error {
-        None => check_locked(&lock, dir.as_fd(), &paths, &settings, log),
+        None => check_locked(&lock, dir.as_fd(), &paths, &settings, log, &mut held.fds),
         Some(error) => {
             if drop_locked(&lock, dir.as_fd(), &paths, log).is_some() {
                 log.error(format_args!(
@@ -215,17 +263,20 @@ pub fn check(config: Option<&OsStr>, log: &mut Logger) -> Outcome {
     if let Err(e) = lock.touch() {
         log.warning(format_args!("{e}"));
     }
+    held.lock = Some(lock);
+    held.fds.push(dir);
     outcome
 }
 
 /// Steps 3 to 6 of the login algorithm. Locked: the caller holds the
-/// user's lock for the whole of it.
+/// user's lock for the whole of it. Descriptors left open go to `keep`.
 fn check_locked(
     lock: &UserLock,
     dir: BorrowedFd<'_>,
     paths: &UserPaths,
     settings: &Settings,
     log: &Logger,
+    keep: &mut Vec<OwnedFd>,
 ) -> Outcome {
     // The local record of what INDEX/.lasthost was.
     let mut record = match lock.read_record() {
@@ -250,7 +301,7 @@ fn check_locked(
     };
 
     // INDEX/.lasthost on NFS.
-    let current = match nfs::read_stamp(&paths.index) {
+    let current = match nfs::read_stamp_keeping(&paths.index, keep) {
         Ok(current) => current,
         Err(e) => {
             log.error(format_args!("{e}: dropping the list index"));
@@ -474,7 +525,7 @@ fn host_name(settings: &Settings) -> String {
 /// program runs exactly as it would have. Returns the uid files are
 /// created with.
 fn act_as_user(env: &LoginEnv) -> Result<u32, String> {
-    let euid = geteuid();
+    let euid = effective_uid();
     if !euid.is_root() {
         return Ok(euid.as_raw());
     }

@@ -158,18 +158,23 @@ fn postlogin(args: &[OsString]) -> i32 {
     }
 
     // The check. A bug in it must not stop the login either.
-    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        login::check(config, &mut log);
-    }))
-    .is_err()
-    {
-        log.error(format_args!("internal error: list index not checked"));
-    }
-    exec(rest, &log)
+    let held = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        login::check(config, &mut log)
+    })) {
+        Ok(checked) => checked.held,
+        Err(_) => {
+            log.error(format_args!("internal error: list index not checked"));
+            login::Held::default()
+        }
+    };
+    exec(rest, &log, held)
 }
 
 /// Replaces this process with `command`. Returns only when that fails.
-fn exec(command: &[OsString], log: &Logger) -> i32 {
+/// `held` (the user's lock and the check's descriptors, all close-on-exec)
+/// is left to the exec to release and close; when the exec fails, it is
+/// dropped before the error is logged.
+fn exec(command: &[OsString], log: &Logger, held: login::Held) -> i32 {
     let argv: Result<Vec<CString>, _> =
         command.iter().map(|a| CString::new(a.as_bytes())).collect();
     let program = command[0].to_string_lossy();
@@ -184,12 +189,16 @@ fn exec(command: &[OsString], log: &Logger) -> i32 {
     };
     // A name without a slash is looked up in PATH (or, with no PATH, in
     // the C library's default path), as a shell would.
+    // Not dropped: the exec closes every descriptor in it (close-on-exec)
+    // and so releases the lock, without an unlock or close() of ours.
+    let held = std::mem::ManuallyDrop::new(held);
     let errno = if command[0].as_bytes().contains(&b'/') {
         nix::unistd::execv(&argv[0], &argv)
     } else {
         nix::unistd::execvp(&argv[0], &argv)
     }
     .unwrap_err();
+    drop(std::mem::ManuallyDrop::into_inner(held));
     log.error(format_args!("cannot execute {program}: {}", errno.desc()));
     if errno == nix::errno::Errno::ENOENT {
         EXIT_NOT_FOUND

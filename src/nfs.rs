@@ -7,8 +7,8 @@
 
 use crate::log::Shown;
 use std::fs::File;
-use std::io::{Read, Write};
-use std::os::fd::AsFd;
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -66,6 +66,16 @@ impl std::fmt::Display for WriteError {
 /// Reads INDEX/.lasthost: its inode, mtime and content. `None` when it
 /// does not exist (or INDEX does not).
 pub fn read_stamp(index: &Path) -> Result<Option<Stamp>, ReadError> {
+    read_stamp_keeping(index, &mut Vec::new())
+}
+
+/// [`read_stamp`], leaving the descriptor(s) it opened in `keep` instead
+/// of closing them: the login leaves them to its exec (they are
+/// close-on-exec), which saves a close().
+pub fn read_stamp_keeping(
+    index: &Path,
+    keep: &mut Vec<OwnedFd>,
+) -> Result<Option<Stamp>, ReadError> {
     let path = index.join(LASTHOST);
     let mut not_regular = false;
     let result = retry_nfs(|| {
@@ -80,11 +90,23 @@ pub fn read_stamp(index: &Path) -> Result<Option<Stamp>, ReadError> {
             not_regular = true;
             return Ok(None);
         }
-        let mut content = Vec::with_capacity(64);
-        File::from(fd)
-            .take(STAMP_MAX as u64)
-            .read_to_end(&mut content)
-            .map_err(|e| e.raw_os_error().map(Errno::from_raw).unwrap_or(Errno::EIO))?;
+        // At most STAMP_MAX bytes, and no more than the size fstat() gave:
+        // the file is only ever replaced by a rename, never written in
+        // place, so that is all there is, and no read() is spent on seeing
+        // the end. A file shorter than that after all ends the read early.
+        let want = usize::try_from(st.st_size).unwrap_or(0).min(STAMP_MAX);
+        let mut content = vec![0u8; want];
+        let mut len = 0;
+        while len < want {
+            match nix::unistd::read(fd.as_fd(), &mut content[len..]) {
+                Ok(0) => break,
+                Ok(n) => len += n,
+                Err(Errno::EINTR) => {}
+                Err(errno) => return Err(errno),
+            }
+        }
+        content.truncate(len);
+        keep.push(fd);
         Ok(Some(stamp_of(&st, content)))
     });
     match result {

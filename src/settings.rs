@@ -17,6 +17,10 @@ pub const DEFAULT_CONFIG: &str = "/etc/dovecot/nfs-hostchange.conf";
 /// The largest settings file read; a larger one is a mistake.
 const CONFIG_MAX_BYTES: u64 = 64 * 1024;
 
+/// The first read's buffer: a whole settings file of ordinary size in one
+/// read(), then one more that sees its end.
+const CONFIG_FIRST_READ: usize = 8 * 1024;
+
 /// The settings of one backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -163,7 +167,18 @@ pub fn config_path(option: Option<&OsStr>) -> (PathBuf, bool) {
 /// userdb may still supply `MAIL`); a missing file that was named
 /// explicitly is an error.
 pub fn load(path: &Path, explicit: bool) -> Result<Loaded, ConfigError> {
-    load_opened(path, explicit, std::fs::File::open(path))
+    load_opened(path, explicit, std::fs::File::open(path), &mut Vec::new())
+}
+
+/// [`load`], leaving the file's descriptor in `keep` instead of closing
+/// it: the login leaves it to its exec (it is close-on-exec), which saves
+/// a close().
+pub fn load_keeping(
+    path: &Path,
+    explicit: bool,
+    keep: &mut Vec<std::os::fd::OwnedFd>,
+) -> Result<Loaded, ConfigError> {
+    load_opened(path, explicit, std::fs::File::open(path), keep)
 }
 
 /// [`load`] for the read-only tools (`show`, `check`): the file is read
@@ -180,17 +195,19 @@ pub fn load_keeping_atime(path: &Path, explicit: bool) -> (Result<Loaded, Config
     };
     match open(libc::O_NOATIME) {
         Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
-            (load_opened(path, explicit, open(0)), false)
+            (load_opened(path, explicit, open(0), &mut Vec::new()), false)
         }
-        opened => (load_opened(path, explicit, opened), true),
+        opened => (load_opened(path, explicit, opened, &mut Vec::new()), true),
     }
 }
 
 /// Reads and parses a settings file that was opened (or failed to open).
+/// The file's descriptor ends up in `keep`.
 fn load_opened(
     path: &Path,
     explicit: bool,
     opened: std::io::Result<std::fs::File>,
+    keep: &mut Vec<std::os::fd::OwnedFd>,
 ) -> Result<Loaded, ConfigError> {
     let whole = |message: String| ConfigError {
         file: path.to_path_buf(),
@@ -199,11 +216,8 @@ fn load_opened(
     };
     let text = match opened {
         Ok(file) => {
-            use std::io::Read;
-            let mut text = Vec::new();
-            file.take(CONFIG_MAX_BYTES + 1)
-                .read_to_end(&mut text)
-                .map_err(|e| whole(format!("cannot read: {e}")))?;
+            let text = read_capped(&file).map_err(|e| whole(format!("cannot read: {e}")))?;
+            keep.push(file.into());
             if text.len() as u64 > CONFIG_MAX_BYTES {
                 return Err(whole(format!("larger than {CONFIG_MAX_BYTES} bytes")));
             }
@@ -219,6 +233,33 @@ fn load_opened(
         Err(e) => return Err(whole(format!("cannot open: {e}"))),
     };
     Ok(parse(&text, path))
+}
+
+/// Reads `file` to its end, or to one byte past [`CONFIG_MAX_BYTES`]: a
+/// file of up to [`CONFIG_FIRST_READ`] bytes takes one read() for its
+/// content and one that returns 0 (std's `read_to_end` probes with small
+/// reads first, five calls for a 300-byte file).
+fn read_capped(mut file: &std::fs::File) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let cap = CONFIG_MAX_BYTES as usize + 1;
+    let mut text = vec![0u8; CONFIG_FIRST_READ.min(cap)];
+    let mut len = 0;
+    loop {
+        if len == text.len() {
+            if len == cap {
+                break;
+            }
+            text.resize((len * 2).min(cap), 0);
+        }
+        match file.read(&mut text[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    text.truncate(len);
+    Ok(text)
 }
 
 /// Parses the text of a settings file; `file` is only used in messages.
