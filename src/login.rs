@@ -353,20 +353,14 @@ fn check_locked(
             }
         }
         Err(WriteError::IndexMissing(index)) => {
-            // Dovecot creates INDEX at a new user's first write; a missing
-            // parent as well points at NFS not being mounted.
-            if index.parent().is_some_and(|parent| parent.is_dir()) {
-                log.info(format_args!(
-                    "INDEX {} does not exist yet (a new user): no record stored",
-                    index.shown()
-                ));
-            } else {
-                log.warning(format_args!(
-                    "INDEX {} and its parent do not exist (is NFS mounted?): \
-                     list index dropped, no record stored",
-                    index.shown()
-                ));
-            }
+            // Dovecot creates INDEX (and often the home above it) at a new
+            // user's first write, so this is mostly a new user. NFS not
+            // being mounted looks the same from here, but Dovecot itself
+            // then fails loudly.
+            log.info(format_args!(
+                "INDEX {} does not exist yet (a new user?): no record stored",
+                index.shown()
+            ));
         }
         Err(WriteError::Sys(e)) => {
             log.error(format_args!("{e}: list index dropped, no record stored"));

@@ -167,7 +167,18 @@ pub fn config_path(option: Option<&OsStr>) -> (PathBuf, bool) {
 /// userdb may still supply `MAIL`); a missing file that was named
 /// explicitly is an error.
 pub fn load(path: &Path, explicit: bool) -> Result<Loaded, ConfigError> {
-    load_opened(path, explicit, std::fs::File::open(path), &mut Vec::new())
+    load_opened(path, explicit, open_config(path, 0), &mut Vec::new())
+}
+
+/// Opens the settings file for reading, with `O_NONBLOCK` so that a FIFO
+/// in its place cannot hang a login (it then reads as empty, and an empty
+/// file is checked for being a regular one).
+fn open_config(path: &Path, flags: libc::c_int) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags | libc::O_NONBLOCK)
+        .open(path)
 }
 
 /// [`load`], leaving the file's descriptor in `keep` instead of closing
@@ -178,7 +189,7 @@ pub fn load_keeping(
     explicit: bool,
     keep: &mut Vec<std::os::fd::OwnedFd>,
 ) -> Result<Loaded, ConfigError> {
-    load_opened(path, explicit, std::fs::File::open(path), keep)
+    load_opened(path, explicit, open_config(path, 0), keep)
 }
 
 /// [`load`] for the read-only tools (`show`, `check`): the file is read
@@ -186,13 +197,7 @@ pub fn load_keeping(
 /// and to the file's owner), so that its atime stays as it was. The flag
 /// says whether that was allowed.
 pub fn load_keeping_atime(path: &Path, explicit: bool) -> (Result<Loaded, ConfigError>, bool) {
-    use std::os::unix::fs::OpenOptionsExt;
-    let open = |flags| {
-        std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(flags)
-            .open(path)
-    };
+    let open = |flags| open_config(path, flags);
     match open(libc::O_NOATIME) {
         Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
             (load_opened(path, explicit, open(0), &mut Vec::new()), false)
@@ -217,6 +222,9 @@ fn load_opened(
     let text = match opened {
         Ok(file) => {
             let text = read_capped(&file).map_err(|e| whole(format!("cannot read: {e}")))?;
+            if text.is_empty() && !file.metadata().is_ok_and(|m| m.is_file()) {
+                return Err(whole("not a regular file".to_string()));
+            }
             keep.push(file.into());
             if text.len() as u64 > CONFIG_MAX_BYTES {
                 return Err(whole(format!("larger than {CONFIG_MAX_BYTES} bytes")));
@@ -264,6 +272,8 @@ fn read_capped(mut file: &std::fs::File) -> std::io::Result<Vec<u8>> {
 
 /// Parses the text of a settings file; `file` is only used in messages.
 pub fn parse(text: &[u8], file: &Path) -> Loaded {
+    // A byte order mark some editors write is not part of the first key.
+    let text = text.strip_prefix(b"\xef\xbb\xbf").unwrap_or(text);
     let mut settings = Settings::default();
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
@@ -644,6 +654,27 @@ mod tests {
         );
         assert_eq!(loaded.errors.len(), 1);
         assert_eq!(loaded.settings.log, LogTarget::Dovecot);
+    }
+
+    #[test]
+    fn byte_order_mark_is_skipped() {
+        let loaded = parse(
+            b"\xef\xbb\xbfnfs_hostchange_log = stderr\n",
+            Path::new("/x"),
+        );
+        assert!(loaded.errors.is_empty() && loaded.warnings.is_empty());
+        assert_eq!(loaded.settings.log, LogTarget::Stderr);
+    }
+
+    #[test]
+    fn a_fifo_is_not_a_settings_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("fifo.conf");
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .expect("mkfifo");
+        // Without O_NONBLOCK this open would wait for a writer forever.
+        let e = load(&path, true).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
     }
 
     #[test]

@@ -896,7 +896,7 @@ mod tests {
 
     const TSV: &str = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/testdata/dovecot-var-expand.tsv"
+        "/testdata/dovecot-var-expand.tsv"
     );
 
     fn vars(user: &[u8]) -> Vars<'_> {

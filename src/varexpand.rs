@@ -516,7 +516,7 @@ mod tests {
 
     const TSV: &str = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/testdata/dovecot-var-expand.tsv"
+        "/testdata/dovecot-var-expand.tsv"
     );
     /// Users in the TSV file: a shorter file must fail, not pass with fewer checks.
     const TSV_USERS: usize = 15;

@@ -37,7 +37,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_nfs-hostchange");
 /// Dovecot 2.3.19.1's own expansions, one user per row.
 const TSV: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../shared/testdata/dovecot-var-expand.tsv"
+    "/testdata/dovecot-var-expand.tsv"
 );
 
 /// The man page in the repository.
