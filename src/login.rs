@@ -200,8 +200,12 @@ fn check_holding(config: Option<&OsStr>, log: &mut Logger, held: &mut Held) -> O
     };
 
     // Identity: files we create must belong to the user.
-    let uid = match act_as_user(&env) {
-        Ok(uid) => uid,
+    // The identity is given back when `_identity` goes at the end of the
+    // check: an exec with a file-system identity other than the effective
+    // one runs the next program in secure-execution mode, and glibc then
+    // strips TMPDIR, LD_LIBRARY_PATH and more from its environment.
+    let (uid, _identity) = match act_as_user(&env) {
+        Ok(acting) => acting,
         Err(message) => {
             log.error(format_args!("{message}: nothing touched"));
             return Outcome::Skipped;
@@ -514,14 +518,15 @@ fn host_name(settings: &Settings) -> String {
 
 /// Run as root (a post-login service without `-d`, or a checkpassword
 /// chain run as root), act on files with the user's identity from `UID`
-/// and `GID`, so that everything created belongs to the user. The file
-/// system identity is reset to the effective one by exec, so the next
-/// program runs exactly as it would have. Returns the uid files are
-/// created with.
-fn act_as_user(env: &LoginEnv) -> Result<u32, String> {
+/// and `GID`, so that everything created belongs to the user. Returns the
+/// uid files are created with, and a guard that gives the file-system
+/// identity back (to root's) when dropped, before the exec: the next
+/// program must run exactly as it would have, and an exec with a changed
+/// file-system identity would put it in secure-execution mode.
+fn act_as_user(env: &LoginEnv) -> Result<(u32, Option<ActingAsUser>), String> {
     let euid = effective_uid();
     if !euid.is_root() {
-        return Ok(euid.as_raw());
+        return Ok((euid.as_raw(), None));
     }
     let number = |value: &Option<Vec<u8>>| {
         value
@@ -539,12 +544,25 @@ fn act_as_user(env: &LoginEnv) -> Result<u32, String> {
     }
     setfsgid(Gid::from_raw(gid));
     setfsuid(Uid::from_raw(uid));
+    let acting = ActingAsUser;
     // Both calls return the previous value: asking again tells whether the
-    // change took effect.
+    // change took effect. (When it did not, `acting` gives back root's.)
     if setfsgid(Gid::from_raw(gid)) != Gid::from_raw(gid)
         || setfsuid(Uid::from_raw(uid)) != Uid::from_raw(uid)
     {
         return Err(format!("could not act as uid {uid} gid {gid}"));
     }
-    Ok(uid)
+    Ok((uid, Some(acting)))
+}
+
+/// While this lives, file-system calls use the user's identity; dropping
+/// it gives root's back.
+#[derive(Debug)]
+struct ActingAsUser;
+
+impl Drop for ActingAsUser {
+    fn drop(&mut self) {
+        setfsuid(Uid::from_raw(0));
+        setfsgid(Gid::from_raw(0));
+    }
 }

@@ -233,6 +233,68 @@ fn a_backend_that_cannot_check_still_invalidates_the_others() {
     }
 }
 
+/// A match needs inode, mtime and content to agree: INDEX/.lasthost
+/// changed in place (same inode) in its mtime only, or in its content only
+/// (mtime put back), is a change.
+#[rstest]
+#[case::mtime_only(true)]
+#[case::content_only(false)]
+fn a_stamp_changed_in_place_is_a_change(#[case] mtime_only: bool) {
+    let h = Harness::new();
+    h.create_index();
+    h.login(Backend::A).run().assert_quiet();
+    plant_list_index(&h, Backend::A);
+    let path = h.stamp_path();
+    let before = fs::metadata(&path).expect("stat stamp");
+    let times = |m: &fs::Metadata| {
+        (
+            nix::sys::time::TimeSpec::new(m.atime(), m.atime_nsec()),
+            nix::sys::time::TimeSpec::new(m.mtime(), m.mtime_nsec()),
+        )
+    };
+    if mtime_only {
+        let (atime, mtime) = times(&before);
+        let later = mtime + nix::sys::time::TimeSpec::new(0, 1);
+        nix::sys::stat::utimensat(
+            nix::fcntl::AT_FDCWD,
+            &path,
+            &atime,
+            &later,
+            nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+        )
+        .expect("utimensat");
+    } else {
+        // Same length, same inode, one byte different, mtime put back.
+        let mut content = fs::read(&path).expect("read stamp");
+        let last = content.len() - 2;
+        content[last] = if content[last] == b'0' { b'1' } else { b'0' };
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, &content))
+            .expect("rewrite stamp in place");
+        let (atime, mtime) = times(&before);
+        nix::sys::stat::utimensat(
+            nix::fcntl::AT_FDCWD,
+            &path,
+            &atime,
+            &mtime,
+            nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+        )
+        .expect("utimensat");
+    }
+    assert_eq!(fs::metadata(&path).expect("stat").ino(), before.ino());
+
+    h.login(Backend::A).run().assert_ok();
+    // Catches a match rule that ignores the mtime, or the content.
+    for name in LIST_FILES {
+        assert!(
+            !h.listindex(Backend::A, USER).join(name).exists(),
+            "{name} was kept"
+        );
+    }
+}
+
 /// Design: always rewrite on a mismatch, even when the content already
 /// names this host, so two backends misconfigured with one host name still
 /// invalidate each other.
@@ -489,6 +551,11 @@ fn environment_and_argv_pass_through_unchanged(#[case] other_form: bool) {
         .login(Backend::A)
         .env("NFS_HOSTCHANGE_CUSTOM", "kept = as is")
         .env("AUTH_MECH", "PLAIN")
+        // glibc drops these from a program started in secure-execution
+        // mode, which an exec with a changed file-system identity is (as
+        // root, the wrapper acts with the user's; it must give it back).
+        .env("TMPDIR", "/nonexistent-nfshc-tmpdir")
+        .env("LD_LIBRARY_PATH", "/nonexistent-nfshc-libs")
         .probe_args(&tricky);
     if other_form {
         let option = format!("--config={}", h.config(Backend::A).display());
