@@ -459,6 +459,42 @@ fn a_login_waits_for_the_lock_then_checks() {
     assert_record_matches_stamp(&h, Backend::A);
 }
 
+/// The cleaner's side of the lock protocol, done by hand: while a login
+/// waits for the user's lock, the holder removes the user's directory (the
+/// list index, then the record, then the directory) and only then lets go.
+/// The login must notice that the record it locked is gone, open the
+/// directory again from the root, and end with a directory and a valid
+/// record; a login that trusted the unlinked record would check and record
+/// into nothing.
+#[test]
+fn a_login_that_waited_while_the_cleaner_removed_the_user_starts_over() {
+    let h = Harness::new();
+    h.create_index();
+    h.login(Backend::A).run().assert_quiet();
+    h.login(Backend::B).run().assert_quiet();
+    plant_list_index(&h, Backend::A);
+    let dir = h.listindex(Backend::A, USER);
+    let record = h.record_path(Backend::A, USER);
+    let holder = fs::File::open(&record).expect("open record");
+    let lock = nix::fcntl::Flock::lock(holder, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .unwrap_or_else(|(_, e)| panic!("flock: {e}"));
+    let pending = h.login(Backend::A).spawn();
+    std::thread::sleep(Duration::from_millis(400));
+    for name in LIST_FILES.iter().chain(["other"].iter()) {
+        fs::remove_file(dir.join(name)).expect("remove list index file");
+    }
+    fs::remove_file(&record).expect("remove record");
+    fs::remove_dir(&dir).expect("remove user directory");
+    drop(lock);
+    let run = pending.wait();
+    run.assert_quiet();
+    // Catches a login that went on with the record it had locked: the
+    // directory would not exist again, or would hold no valid record.
+    assert!(dir.is_dir(), "the login did not recreate {}", dir.display());
+    assert_record_matches_stamp(&h, Backend::A);
+    assert_names_host(&h.stamp(), "backend-a");
+}
+
 #[test]
 fn stdin_is_not_read_and_stdout_stays_empty() {
     let h = Harness::new();
