@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use nix::sys::statfs::{self, FsType};
 use nix::unistd::User;
 
+use crate::cli;
 use crate::help;
 use crate::log::printable;
 use crate::mail_location::{Layout, Location, PathError, Syntax};
@@ -169,22 +170,12 @@ fn parse_args(args: &[OsString]) -> Result<Option<Args>, String> {
     let mut words = args.iter();
     while let Some(word) = words.next() {
         let bytes = word.as_bytes();
-        let mut value_of = |name: &str| -> Result<OsString, String> {
-            let inline = format!("--{name}=");
-            match bytes.strip_prefix(inline.as_bytes()) {
-                Some(value) => Ok(OsStr::from_bytes(value).to_os_string()),
-                None => words
-                    .next()
-                    .cloned()
-                    .ok_or_else(|| format!("--{name} needs a file name")),
-            }
-        };
         if bytes == b"--help" || bytes == b"-h" {
             return Ok(None);
-        } else if bytes == b"--config" || bytes.starts_with(b"--config=") {
-            parsed.config = Some(value_of("config")?);
-        } else if bytes == b"--dovecot-config" || bytes.starts_with(b"--dovecot-config=") {
-            parsed.dovecot_config = Some(value_of("dovecot-config")?);
+        } else if let Some(value) = cli::option_value(bytes, "config", &mut words) {
+            parsed.config = Some(value?);
+        } else if let Some(value) = cli::option_value(bytes, "dovecot-config", &mut words) {
+            parsed.dovecot_config = Some(value?);
         } else if bytes.starts_with(b"-") {
             return Err(format!("unknown option {:?}", word.to_string_lossy()));
         } else {

@@ -5,6 +5,7 @@
 //! modules named after what they are.
 
 pub mod check;
+pub mod cli;
 pub mod help;
 pub mod interval;
 pub mod listindex;

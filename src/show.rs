@@ -25,6 +25,7 @@ use nix::errno::Errno;
 use nix::fcntl::{open, openat, AtFlags, OFlag, AT_FDCWD};
 use nix::sys::stat::{fstat, fstatat, FileStat, Mode, SFlag};
 
+use crate::cli;
 use crate::help;
 use crate::log::printable;
 use crate::mail_location::{Syntax, UserPaths, LASTHOST};
@@ -108,16 +109,6 @@ fn parse_args(args: &[OsString]) -> Result<Option<Args>, String> {
     let mut options_done = false;
     while let Some(word) = words.next() {
         let bytes = word.as_bytes();
-        let mut value_of = |name: &str| -> Result<OsString, String> {
-            let inline = format!("--{name}=");
-            match bytes.strip_prefix(inline.as_bytes()) {
-                Some(value) => Ok(OsStr::from_bytes(value).to_os_string()),
-                None => words
-                    .next()
-                    .cloned()
-                    .ok_or_else(|| format!("--{name} needs a value")),
-            }
-        };
         if options_done || !bytes.starts_with(b"-") || bytes == b"-" {
             if user.is_some() {
                 return Err(format!(
@@ -132,10 +123,10 @@ fn parse_args(args: &[OsString]) -> Result<Option<Args>, String> {
             return Ok(None);
         } else if bytes == b"--json" {
             json = true;
-        } else if bytes == b"--home" || bytes.starts_with(b"--home=") {
-            home = Some(value_of("home")?);
-        } else if bytes == b"--config" || bytes.starts_with(b"--config=") {
-            config = Some(value_of("config")?);
+        } else if let Some(value) = cli::option_value(bytes, "home", &mut words) {
+            home = Some(value?);
+        } else if let Some(value) = cli::option_value(bytes, "config", &mut words) {
+            config = Some(value?);
         } else {
             return Err(format!("unknown option {:?}", word.to_string_lossy()));
         }
