@@ -49,24 +49,7 @@ fn open_or_make_at(parent: BorrowedFd<'_>, name: &OsStr, path: &Path) -> Result<
 /// where anyone could have made it first. So an existing root must belong
 /// to `uid` (the identity files are created with) or to root, and must not
 /// be writable by others unless it has the sticky bit.
-pub fn open_or_create(paths: &UserPaths, uid: u32) -> Result<OwnedFd, SysError> {
-    open_or_create_keeping(paths, uid, &mut Vec::new())
-}
-
-/// [`open_or_create`], leaving the descriptors it opened on the way (the
-/// root, the directories between) in `keep` instead of closing them: the
-/// login leaves them to its exec (they are close-on-exec), which saves a
-/// close() each.
-///
-/// The common case, where everything exists, takes three calls: the root
-/// opened by its path (symlinks followed before its last component only,
-/// as the step-by-step way below does), its check, and one openat2() of
-/// the rest below it that refuses every symlink and any way out of the
-/// root. Something missing there (ENOENT) is created step by step from the
-/// root already open; openat2() unavailable (ENOSYS, or EPERM from a
-/// seccomp filter) or failing otherwise (a symlink, a file in the way) is
-/// left to the same step-by-step way, which reports what is wrong.
-pub fn open_or_create_keeping(
+pub fn open_or_create(
     paths: &UserPaths,
     uid: u32,
     keep: &mut Vec<OwnedFd>,

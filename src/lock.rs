@@ -4,7 +4,6 @@
 
 use std::cell::Cell;
 use std::fs::File;
-use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -17,7 +16,7 @@ use nix::sys::time::TimeSpec;
 use nix::unistd::ftruncate;
 
 use crate::mail_location::LASTHOST;
-use crate::sys::{retry_eintr, Context, SysError};
+use crate::sys::{read_at_most, retry_eintr, Context, SysError};
 
 /// The longest a login waits for another holder of the user's lock (a
 /// concurrent login of the same user, or the cleaner) before it gives up
@@ -118,19 +117,8 @@ impl UserLock {
     /// stops at its end.
     pub fn read_record(&self) -> Result<Vec<u8>, SysError> {
         let want = self.size.get().min(RECORD_MAX) as usize;
-        let mut data = vec![0u8; want];
-        let mut len = 0;
         // The file offset is 0: the descriptor is fresh and writes use pwrite.
-        while len < want {
-            match (&*self.file).read(&mut data[len..]) {
-                Ok(0) => break,
-                Ok(n) => len += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(io_error("read", &self.path, e)),
-            }
-        }
-        data.truncate(len);
-        Ok(data)
+        read_at_most(self.file.as_fd(), want).ctx("read", &self.path)
     }
 
     /// Replaces the record's content (empty content means "no record").

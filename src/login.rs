@@ -5,12 +5,21 @@
 //! the same place: the login goes on, and a list index that may be stale is
 //! dropped rather than kept (Dovecot rebuilds a missing one by itself).
 
-use crate::log::Shown;
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
 use nix::unistd::{geteuid, setfsgid, setfsuid, Gid, Uid};
+
+use crate::listindex;
+use crate::lock::{LockError, UserLock, Wait};
+use crate::log::{Logger, Shown};
+use crate::mail_location::{self, PathError, UserPaths};
+use crate::migrate;
+use crate::nfs::{self, WriteError};
+use crate::record::Stamp;
+use crate::settings::{self, Settings, UserOverrides};
+use crate::varexpand::Vars;
 
 /// The effective uid, as the kernel passed it at exec (AT_EUID in the
 /// auxiliary vector): glibc's geteuid() is a system call every time, this
@@ -27,16 +36,6 @@ fn effective_uid() -> Uid {
     }
     Uid::from_raw(euid as u32)
 }
-
-use crate::listindex;
-use crate::lock::{LockError, UserLock, Wait};
-use crate::log::Logger;
-use crate::mail_location::{self, PathError, UserPaths};
-use crate::migrate;
-use crate::nfs::{self, WriteError};
-use crate::record::Stamp;
-use crate::settings::{self, Settings, UserOverrides};
-use crate::varexpand::Vars;
 
 /// How often the user's directory may vanish under us (removed by the
 /// cleaner between our opening it and locking the record) before we give up.
@@ -216,7 +215,7 @@ fn check_holding(config: Option<&OsStr>, log: &mut Logger, held: &mut Held) -> O
     // the directory while we waited for the lock, open it again.
     let mut attempts = 0;
     let (dir, lock) = loop {
-        let dir = match listindex::open_or_create_keeping(&paths, uid, &mut held.fds) {
+        let dir = match listindex::open_or_create(&paths, uid, &mut held.fds) {
             Ok(dir) => dir,
             // The cleaner removed a directory on the way down between our
             // opening it and creating the next one in it: start over.
@@ -233,18 +232,16 @@ fn check_holding(config: Option<&OsStr>, log: &mut Logger, held: &mut Held) -> O
         match UserLock::acquire(dir.as_fd(), &paths.listindex, Wait::Bounded) {
             Ok(lock) => break (dir, lock),
             Err(LockError::DirGone) if attempts < DIR_GONE_RETRIES => attempts += 1,
-            Err(LockError::Busy) => {
-                log.error(format_args!(
-                    "{}: lock still held after {} s: dropping the list index without it",
-                    paths.listindex.join(mail_location::LASTHOST).shown(),
-                    crate::lock::LOCK_WAIT.as_secs()
-                ));
-                drop_unlocked(dir.as_fd(), &paths, log);
-                stamp_anyway(&paths, index_error.is_none(), &settings, log);
-                return Outcome::Dropped;
-            }
             Err(e) => {
-                log.error(format_args!("{e}: dropping the list index"));
+                if let LockError::Busy = e {
+                    log.error(format_args!(
+                        "{}: lock still held after {} s: dropping the list index without it",
+                        paths.listindex.join(mail_location::LASTHOST).shown(),
+                        crate::lock::LOCK_WAIT.as_secs()
+                    ));
+                } else {
+                    log.error(format_args!("{e}: dropping the list index"));
+                }
                 drop_unlocked(dir.as_fd(), &paths, log);
                 stamp_anyway(&paths, index_error.is_none(), &settings, log);
                 return Outcome::Dropped;

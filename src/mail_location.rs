@@ -9,12 +9,12 @@
 //! are Dovecot 2.4's, expanded as `%{user | md5 | ...}`. That is how the two
 //! Dovecot versions read them, so no template is ever guessed at.
 
-use crate::log::Shown;
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
+use crate::log::Shown;
 use crate::var24;
 use crate::varexpand::{self, ExpandError, Vars};
 

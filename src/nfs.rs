@@ -5,7 +5,6 @@
 //! plain stat() may answer from its attribute cache. Every operation is
 //! retried on ESTALE.
 
-use crate::log::Shown;
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
@@ -16,9 +15,10 @@ use nix::fcntl::{open, OFlag};
 use nix::sys::stat::{fstat, FileStat, Mode, SFlag};
 
 use crate::lock::io_error;
+use crate::log::Shown;
 use crate::mail_location::LASTHOST;
 use crate::record::{new_stamp_content, Stamp, STAMP_MAX};
-use crate::sys::{retry_nfs, Context, SysError};
+use crate::sys::{read_at_most, retry_nfs, Context, SysError};
 
 /// Why INDEX/.lasthost could not be read.
 #[derive(Debug)]
@@ -95,17 +95,7 @@ pub fn read_stamp_keeping(
         // place, so that is all there is, and no read() is spent on seeing
         // the end. A file shorter than that after all ends the read early.
         let want = usize::try_from(st.st_size).unwrap_or(0).min(STAMP_MAX);
-        let mut content = vec![0u8; want];
-        let mut len = 0;
-        while len < want {
-            match nix::unistd::read(fd.as_fd(), &mut content[len..]) {
-                Ok(0) => break,
-                Ok(n) => len += n,
-                Err(Errno::EINTR) => {}
-                Err(errno) => return Err(errno),
-            }
-        }
-        content.truncate(len);
+        let content = read_at_most(fd.as_fd(), want)?;
         keep.push(fd);
         Ok(Some(stamp_of(&st, content)))
     });

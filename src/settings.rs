@@ -1,13 +1,12 @@
 //! The settings file (`key = value` lines, `#` comments) and the per-user
 //! overrides that arrive from Dovecot's userdb as environment variables.
 
-use crate::log::Shown;
 use std::ffi::OsStr;
 use std::fmt;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use crate::log::LogTarget;
+use crate::log::{LogTarget, Shown};
 use crate::mail_location::{Location, Settings24};
 
 /// Where the settings are read from when neither `--config` nor

@@ -1,11 +1,12 @@
 //! System-call errors that carry the operation and the path, and the one
 //! bounded retry loop used for every NFS access.
 
-use crate::log::Shown;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
+
+use crate::log::Shown;
 
 /// How often an NFS operation is retried after ESTALE, as Dovecot does
 /// (`NFS_ESTALE_RETRY_COUNT` in its `nfs-workarounds.h`).
@@ -90,6 +91,24 @@ pub fn retry_nfs<T>(mut op: impl FnMut() -> nix::Result<T>) -> nix::Result<T> {
             other => return other,
         }
     }
+}
+
+/// Reads at most `want` bytes from the current offset of `fd`, stopping
+/// early at the end of the file. For files whose size a fstat() already
+/// told: one read() for the content, none spent on seeing the end.
+pub fn read_at_most(fd: std::os::fd::BorrowedFd<'_>, want: usize) -> nix::Result<Vec<u8>> {
+    let mut data = vec![0u8; want];
+    let mut len = 0;
+    while len < want {
+        match nix::unistd::read(fd, &mut data[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(Errno::EINTR) => {}
+            Err(errno) => return Err(errno),
+        }
+    }
+    data.truncate(len);
+    Ok(data)
 }
 
 /// Runs a local operation again while it is interrupted by a signal.
